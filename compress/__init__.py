@@ -1,0 +1,1 @@
+"""facedistill compression side: prune, quantize, export, profile, report, and the `compress` CLI."""

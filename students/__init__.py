@@ -1,0 +1,1 @@
+"""facedistill students: conv/FC architectures, exact lookahead accounting, hybrid distillation, streaming."""

@@ -1,0 +1,1 @@
+"""facedistill teacher side: audio I/O, the speech corpus, ground truth, the teacher and pseudo-labels."""
