@@ -67,9 +67,13 @@ def load_audio(path: str | os.PathLike, *, max_seconds: float = MAX_AUDIO_SECOND
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as exc:
         if path.suffix.lower() in AUDIO_SUFFIXES:
-            raise _fail(path, f"not a readable {path.suffix.lower()[1:].upper()} audio file ({exc})") from None
+            raise _fail(
+                path, f"not a readable {path.suffix.lower()[1:].upper()} audio file ({exc})"
+            ) from None
         supported = ", ".join(AUDIO_SUFFIXES)
-        raise _fail(path, f"unsupported or non-audio file (supported: {supported}; convert with ffmpeg)") from None
+        raise _fail(
+            path, f"unsupported or non-audio file (supported: {supported}; convert with ffmpeg)"
+        ) from None
     missing = _wav_missing_bytes(path)
     if missing:
         raise _fail(path, f"truncated WAV: header declares {missing} more data bytes than the file holds")

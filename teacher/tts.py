@@ -7,6 +7,13 @@ intervals are contiguous from sample 0 to the end of the audio. Pauses are kept 
 
 The library has process-global state: it is initialised once per process (lazily) and calls are serialised by a
 lock. The ctypes callback object is kept alive at module level, as the C side holds a raw pointer to it.
+
+Reproducibility: espeak-ng carries wave-generator state from one utterance to the next (neither
+``espeak_Terminate`` nor a new ``espeak_Initialize`` resets it), which moves boundaries by a few samples and
+changes the waveform slightly. The phoneme intervals always match the audio that was produced; but to get
+byte-identical audio, synthesise the same sequence of utterances in a fresh process (teacher.corpus does).
+The variants in ``RANDOM_VARIANTS`` add breath noise from a source that neither ``espeak_ng_SetRandSeed`` nor
+libc ``srand`` seeds, so they differ even across fresh processes; the corpus does not use them.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ VARIANTS = (
     "Gene", "Lee", "Mario", "Michael", "Tweaky", "aunty", "boris", "david", "ed", "iven", "john",
     "linda", "max", "norbert", "paul", "quincy", "rob", "robert", "steph", "travis", "victor", "zac",
 )  # fmt: skip
+# Variants whose audio changes from run to run even in a fresh process (breath noise); checked on this build.
+RANDOM_VARIANTS = frozenset({"f2", "f3", "f5", "whisper", "victor"})
 
 
 class TTSError(FacedistillError, RuntimeError):
@@ -63,7 +72,9 @@ class _Event(ctypes.Structure):
     ]
 
 
-_CALLBACK_TYPE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
+_CALLBACK_TYPE = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event)
+)
 
 
 @dataclass(frozen=True)
@@ -177,6 +188,8 @@ def synthesize(
     # Boundaries: the start of every phoneme event, plus a leading pause if speech does not start at 0.
     starts: list[tuple[int, str]] = []
     for sample22, symbol in events:
+        if symbol.startswith("("):  # a language switch marker such as "(en)", not a phoneme
+            continue
         start = min(to_16k_sample(sample22), n)
         name = _normalise_phoneme(symbol)
         if starts and starts[-1][0] == start:  # zero-length: the later event wins

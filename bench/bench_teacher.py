@@ -1,0 +1,89 @@
+"""Teacher benchmark: labeling throughput, teacher size, and the whisper / logmel / both feature ablation.
+
+    python bench/bench_teacher.py [--corpus runs/default/corpus] [--teacher runs/default/teacher]
+                                  [--seconds 120] [--epochs 40] [--skip-ablation]
+
+Prints measured numbers only (this machine, its thread count). The ablation trains the same decoder on each
+feature kind (features come from the shared cache, so only the first run pays for Whisper) and evaluates on the
+test split (the unlabeled split's held-back truth when there is no test split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from teacher.dataset import Dataset, write_manifest, write_shard
+from teacher.label import pseudo_label
+from teacher.model import Teacher, TeacherConfig
+from teacher.train import TeacherTrainConfig, evaluate_teacher, train_teacher
+
+
+def labeling_throughput(teacher: Teacher, source: Path, seconds: float) -> dict:
+    """Seconds of audio labeled per wall second, on a copy of the first ``seconds`` of ``source``."""
+    ds = Dataset(source)
+    utts, total = [], 0.0
+    for u in ds:
+        utts.append(u)
+        total += u.seconds
+        if total >= seconds:
+            break
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "src"
+        entries = [
+            write_shard(src / "shards" / f"shard-{i:05d}.npz", utts[i : i + 16], fps=ds.fps, n_channels=len(ds.channel_names))
+            for i in range(0, len(utts), 16)
+        ]
+        write_manifest(src, entries, name="bench", split=ds.split, fps=ds.fps, channel_names=ds.channel_names,
+                       has_labels=False, has_truth=True, label_source="none")  # fmt: skip
+        t0 = time.time()
+        pseudo_label(src, Path(tmp) / "out", teacher=teacher)
+        wall = time.time() - t0
+    return {"audio_seconds": round(total, 1), "wall_seconds": round(wall, 1), "audio_s_per_s": round(total / wall, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", default="runs/default/corpus")
+    ap.add_argument("--teacher", default="runs/default/teacher")
+    ap.add_argument("--seconds", type=float, default=120.0, help="audio used for the throughput measurement")
+    ap.add_argument("--epochs", type=int, default=TeacherTrainConfig().epochs, help="ablation training epochs")
+    ap.add_argument("--skip-ablation", action="store_true")
+    args = ap.parse_args()
+    corpus = Path(args.corpus)
+    torch.set_num_threads(2)
+    results: dict = {"threads": torch.get_num_threads()}
+
+    teacher = Teacher.load(args.teacher)
+    results["size"] = teacher.size()
+    source = corpus / "unlabeled" if (corpus / "unlabeled" / "manifest.json").is_file() else corpus / "labeled"
+    results["labeling"] = labeling_throughput(teacher, source, args.seconds)
+    print(json.dumps({k: results[k] for k in ("size", "labeling")}, indent=2))
+
+    if not args.skip_ablation:
+        eval_dir = corpus / "test" if (corpus / "test" / "manifest.json").is_file() else corpus / "unlabeled"
+        results["ablation"] = {"eval_split": eval_dir.name}
+        print(f"{'features':<10}{'mse':>10}{'ratio':>8}{'lip':>7}{'jitter':>8}{'train_s':>9}")
+        for kind in ("whisper", "logmel", "both"):
+            config = replace(TeacherTrainConfig(model=TeacherConfig(features=kind)), epochs=args.epochs)
+            with tempfile.TemporaryDirectory() as tmp:
+                t0 = time.time()
+                train_teacher(corpus / "labeled", tmp, config=config)
+                train_s = time.time() - t0
+                m = evaluate_teacher(Teacher.load(Path(tmp) / "teacher.pt"), eval_dir)
+            row = {k: m[k] for k in ("mse", "mse_ratio_to_mean", "lip_closure", "jitter_ratio")}
+            results["ablation"][kind] = {**row, "train_seconds": round(train_s, 1)}
+            print(f"{kind:<10}{m['mse']:>10.5f}{m['mse_ratio_to_mean']:>8.3f}{m['lip_closure']:>7.3f}"
+                  f"{m['jitter_ratio']:>8.3f}{train_s:>9.0f}")  # fmt: skip
+    print(json.dumps(results, default=lambda x: float(x) if isinstance(x, np.floating) else str(x)))
+
+
+if __name__ == "__main__":
+    main()

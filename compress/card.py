@@ -1,0 +1,122 @@
+"""Model cards: everything an engine programmer needs to feed a binary and read its output, in one JSON file.
+
+A card sits beside its binary (``name.int8.onnx`` -> ``name.int8.onnx.card.json``) and records the input window, the
+output channels, the frame-to-sample mapping, size, quantization scheme, the parent checkpoint's hash and the
+measured parity with the PyTorch model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from teacher.constants import ANCHOR_QUANTUM, SAMPLE_RATE, samples_to_ms
+from teacher.fsutil import sha256_file
+
+CARD_VERSION = 1
+
+FRAME_MAPPING = (
+    "Output row k (frame k at `fps`) is computed from the audio window [anchor_k - past_samples, "
+    "anchor_k + future_samples) where anchor_k = 64 * round(k * 16000 / (fps * 64)) samples, i.e. the time k/fps "
+    "rounded to the nearest multiple of 64 samples (4 ms); samples before 0 or past the end of the audio are "
+    "zeros. To emit frame k live you need audio up to anchor_k + future_samples, so the algorithmic latency is "
+    "lookahead_ms plus the time to run one window."
+)
+
+
+def card_path(binary: str | os.PathLike) -> Path:
+    """``dir/name.int8.onnx`` -> ``dir/name.int8.onnx.card.json`` (ONNX and TFLite twins share a stem)."""
+    binary = Path(binary)
+    return binary.with_name(binary.name + ".card.json")
+
+
+def model_timing(model: nn.Module) -> dict[str, Any]:
+    """Window/timing facts of a student: the window starts ``left_context`` samples before the anchor."""
+    cfg = model.config
+    window = int(model.window_samples)
+    past = int(model.left_context)
+    return {
+        "sample_rate": SAMPLE_RATE,
+        "window_samples": window,
+        "past_samples": past,
+        "future_samples": window - past,
+        "past_ms": samples_to_ms(past),
+        "future_ms": samples_to_ms(window - past),
+        "fps": int(cfg.fps),
+        "channel_names": list(cfg.channel_names),
+        "lookahead_ms": float(model.lookahead_ms),
+    }
+
+
+def build_card(
+    model: nn.Module,
+    binary: str | os.PathLike,
+    *,
+    fmt: str,
+    dtype: str,
+    io_quant: dict[str, Any],
+    keep_float: tuple[str, ...],
+    parity: dict[str, Any],
+    parent_sha256: str | None,
+    quality: dict[str, Any] | None = None,
+    export_config: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The card of one checked binary (``binary`` may still be its temporary path)."""
+    timing = model_timing(model)
+    channels = timing["channel_names"]
+    window = timing["window_samples"]
+    params = sum(p.numel() for p in model.parameters())
+    scheme = (
+        "fp32"
+        if dtype == "fp32"
+        else "int8: symmetric per-output-channel weights, per-tensor int8 activations calibrated on real audio "
+        + ("windows (onnxruntime QDQ)" if fmt == "onnx" else "windows (PT2E, LiteRT full-integer kernels)")
+    )
+    card = {
+        "card_version": CARD_VERSION,
+        "format": fmt,
+        "dtype": dtype,
+        "file_bytes": os.path.getsize(binary),
+        "sha256": sha256_file(binary),
+        "params": params,
+        "input": {
+            "name": "audio",
+            "shape": [1, window],
+            "dtype": io_quant.get("input", {}).get("dtype", "float32"),
+            "quantization": io_quant.get("input"),
+            "meaning": "mono PCM in [-1, 1] (float); int8 inputs are round(x / scale) + zero_point",
+            "sample_rate": timing["sample_rate"],
+            "window_samples": window,
+            "past_ms": timing["past_ms"],
+            "future_ms": timing["future_ms"],
+            "past_samples": timing["past_samples"],
+            "future_samples": timing["future_samples"],
+        },
+        "output": {
+            "name": "curves",
+            "shape": [1, len(channels)],
+            "dtype": io_quant.get("output", {}).get("dtype", "float32"),
+            "quantization": io_quant.get("output"),
+            "channel_names": channels,
+            "range": [0.0, 1.0],
+            "fps": timing["fps"],
+        },
+        "lookahead_ms": timing["lookahead_ms"],
+        "frame_mapping": {
+            "anchor_quantum_samples": ANCHOR_QUANTUM,
+            "formula": "anchor_k = 64 * round(k * 16000 / (fps * 64)); window_k = audio[anchor_k - past_samples : anchor_k + future_samples] (zero-padded)",
+            "explanation": FRAME_MAPPING,
+        },
+        "quantization": {"scheme": scheme, "keep_float": list(keep_float)},
+        "parent_sha256": parent_sha256,
+        "parity": parity,
+        "quality": quality,
+        "export_config": export_config,
+    }
+    if extra:
+        card.update(extra)
+    return card

@@ -1,0 +1,316 @@
+"""`compress prune | quantize | export | ship`: shrink one trained student and write checked on-device binaries.
+
+Calibration and parity use real audio: windows are cut at the frame anchors of real utterances (zero-padded at the
+edges, as the engine sees them); even-numbered utterances calibrate, odd-numbered ones are held out for parity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from compress.export import DTYPES, FORMATS, ExportConfig, export, run_binary
+from compress.prune import IMPORTANCES, PruneConfig, prune
+from compress.quantize import QuantizeConfig, qat_finetune, sensitivity
+from students.data import Split, load_split
+from students.model import PRESETS, Student, count_params, load_student, save_student
+from teacher.constants import frame_anchors
+from teacher.errors import FacedistillError
+from teacher.fsutil import atomic_write_json, sha256_file
+from teacher.metrics import evaluate
+
+DEFAULT_RUN = Path("runs/default")
+DEFAULT_CALIB = DEFAULT_RUN / "corpus" / "labeled"
+DEFAULT_TEST = DEFAULT_RUN / "corpus" / "test"
+DEFAULT_BINARIES = DEFAULT_RUN / "binaries"
+DEFAULT_STUDENTS = DEFAULT_RUN / "students"
+
+
+def utterance_windows(audio: np.ndarray, anchors: np.ndarray, model: Student) -> np.ndarray:
+    """The model's input window for each anchor: audio[a - left_context : a - left_context + W], zero-padded."""
+    left, width = model.left_context, model.window_samples
+    padded = np.pad(np.asarray(audio, np.float32), (left, width))
+    starts = np.asarray(anchors, np.int64)
+    return (
+        np.stack([padded[s : s + width] for s in starts]) if len(starts) else np.zeros((0, width), np.float32)
+    )
+
+
+def split_windows(
+    split: Split, model: Student, *, part: str, count: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` random windows (+ their target rows) from the even ("calib") or odd ("heldout") utterances."""
+    first = {"calib": 0, "heldout": 1}[part]
+    picks = range(first, len(split.audio), 2) if len(split.audio) > 1 else range(len(split.audio))
+    wins, rows = [], []
+    for i in picks:
+        anchors = frame_anchors(len(split.targets[i]), split.fps)
+        wins.append(utterance_windows(split.audio[i], anchors, model))
+        rows.append(split.targets[i])
+    if not wins:
+        msg = f"split {split.name!r}: no utterances for {part} windows"
+        raise FacedistillError(msg)
+    x, y = np.concatenate(wins), np.concatenate(rows)
+    idx = np.random.default_rng(seed).permutation(len(x))[:count]
+    return x[idx], y[idx]
+
+
+def evaluate_binary(path: str | Path, model: Student, test: Split) -> dict[str, Any]:
+    """teacher.metrics.evaluate of a binary run window by window over whole test utterances."""
+    preds, truths, phonemes = [], [], []
+    for wav, truth, phs in zip(test.audio, test.targets, test.phonemes):
+        if np.isnan(truth).any():
+            continue
+        windows = utterance_windows(wav, frame_anchors(len(truth), test.fps), model)
+        preds.append(run_binary(path, windows))
+        truths.append(truth)
+        phonemes.append(phs)
+    if not preds:
+        msg = f"split {test.name!r}: no utterance has complete ground truth"
+        raise FacedistillError(msg)
+    return evaluate(preds, truths, phonemes, channel_names=test.channel_names, fps=test.fps)
+
+
+def _resolve_checkpoint(spec: str, students_dir: Path) -> Path:
+    path = Path(spec)
+    if path.is_file():
+        return path
+    if spec in PRESETS:
+        path = students_dir / spec / "student.pt"
+        if path.is_file():
+            return path
+        msg = f"{path}: no trained {spec!r} student here (run `compress distill` first, or pass a checkpoint path)"
+        raise FacedistillError(msg)
+    msg = f"{spec}: neither a checkpoint file nor a preset ({', '.join(PRESETS)})"
+    raise FacedistillError(msg)
+
+
+def _windows(args: argparse.Namespace, model: Student) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    split = load_split(args.calib)
+    calib, labels = split_windows(split, model, part="calib", count=args.calib_windows, seed=args.seed)
+    heldout, _ = split_windows(split, model, part="heldout", count=args.parity_windows, seed=args.seed + 1)
+    return calib, labels, heldout
+
+
+def _export(
+    model: Student, ckpt: Path, args: argparse.Namespace, *, name: str, dtypes: tuple[str, ...]
+) -> list[Path]:
+    calib, _, heldout = _windows(args, model)
+    config = ExportConfig(formats=tuple(args.formats), dtypes=dtypes, keep_float=tuple(args.keep_float))
+    test = load_split(args.test, field="truth") if args.test else None
+    start = time.time()
+    paths = export(
+        model,
+        calib,
+        heldout,
+        args.out,
+        name=name,
+        config=config,
+        parent_sha256=sha256_file(ckpt),
+        quality_fn=None if test is None else (lambda p: evaluate_binary(p, model, test)),
+        force=args.force,
+    )
+    for p in paths:
+        print(f"{p}  {p.stat().st_size:,} bytes", file=sys.stderr)
+    print(
+        f"export: {len(paths)} binaries checked and written in {time.time() - start:.1f} s", file=sys.stderr
+    )
+    return paths
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    ckpt = _resolve_checkpoint(args.checkpoint, args.students_dir)
+    model = load_student(ckpt)
+    out = Path(args.out) if args.out else ckpt.with_name(f"{ckpt.stem}-pruned{round(args.ratio * 100)}.pt")
+    config = PruneConfig(
+        ratio=args.ratio,
+        importance=args.importance,
+        round_to=args.round_to,
+        iterative_steps=args.steps,
+        finetune_steps=args.finetune_steps,
+        label_weight=args.label_weight,
+        seed=args.seed,
+    )
+    calib, labels, heldout = _windows(args, model)
+    pruned = prune(model, calib, config=config, labels=labels)
+    with torch.no_grad():
+        x = torch.from_numpy(heldout)
+        drift = float(torch.mean((pruned(x) - model(x)) ** 2))
+    save_student(out, pruned, parent_sha256=sha256_file(ckpt), prune_config=config.to_dict())
+    card = {
+        "artifact": out.name,
+        "parent": str(ckpt),
+        "parent_sha256": sha256_file(ckpt),
+        "prune_config": config.to_dict(),
+        "student_config": pruned.config.to_dict(),
+        "params_before": count_params(model),
+        "params_after": count_params(pruned),
+        "heldout_mse_to_unpruned": drift,
+        "heldout_windows": len(heldout),
+    }
+    atomic_write_json(out.with_name(out.name + ".card.json"), card)
+    print(
+        f"{out}: {card['params_before']:,} -> {card['params_after']:,} params, held-out MSE to unpruned {drift:.3g}"
+    )
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    ckpt = _resolve_checkpoint(args.checkpoint, args.students_dir)
+    model = load_student(ckpt)
+    name = args.name or ckpt.stem
+    if args.report_sensitivity:
+        calib, _, heldout = _windows(args, model)
+        rows = sensitivity(model, calib, heldout)
+        report = Path(args.out) / f"{name}.sensitivity.json"
+        atomic_write_json(report, {"parent_sha256": sha256_file(ckpt), "layers": rows})
+        print(f"{'layer':<14}{'params':>10}{'output mse':>14}{'max |Δ|':>11}")
+        for r in rows:
+            print(f"{r['layer']:<14}{r['params']:>10,}{r['mse']:>14.3g}{r['max_abs_diff']:>11.3g}")
+        print(f"-> {report} (keep the top layers in float with --keep-float, or try --qat-steps)")
+    if args.qat_steps:
+        calib, labels, _ = _windows(args, model)
+        config = QuantizeConfig(keep_float=tuple(args.keep_float), qat_steps=args.qat_steps, seed=args.seed)
+        model = qat_finetune(model, calib, config=config)
+        qat_path = ckpt.with_name(f"{ckpt.stem}-qat.pt")
+        save_student(qat_path, model, parent_sha256=sha256_file(ckpt), quantize_config=config.to_dict())
+        ckpt, name = qat_path, f"{name}-qat"
+        print(f"{qat_path}: QAT-tuned float weights ({args.qat_steps} steps)", file=sys.stderr)
+    _export(model, ckpt, args, name=name, dtypes=("int8",))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    ckpt = _resolve_checkpoint(args.checkpoint, args.students_dir)
+    _export(load_student(ckpt), ckpt, args, name=args.name or ckpt.stem, dtypes=tuple(args.dtypes))
+    return 0
+
+
+def cmd_ship(args: argparse.Namespace) -> int:
+    ckpt = _resolve_checkpoint(args.checkpoint, args.students_dir)
+    model = load_student(ckpt)
+    name = args.name or (args.checkpoint if args.checkpoint in PRESETS else ckpt.stem)
+    if args.ratio > 0:
+        pruned_path = ckpt.with_name(f"{ckpt.stem}-pruned{round(args.ratio * 100)}.pt")
+        if not pruned_path.is_file() or args.force:
+            calib, labels, _ = _windows(args, model)
+            config = PruneConfig(ratio=args.ratio, round_to=args.round_to, finetune_steps=args.finetune_steps)
+            save_student(
+                pruned_path,
+                prune(model, calib, config=config, labels=labels),
+                parent_sha256=sha256_file(ckpt),
+            )
+        ckpt, model, name = pruned_path, load_student(pruned_path), f"{name}-pruned"
+    _export(model, ckpt, args, name=name, dtypes=DTYPES)
+    return 0
+
+
+def _csv(kind: tuple[str, ...]):
+    def parse(text: str) -> list[str]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [t for t in items if t not in kind]
+        if bad or not items:
+            msg = f"choose from {','.join(kind)} (got {text!r})"
+            raise argparse.ArgumentTypeError(msg)
+        return items
+
+    return parse
+
+
+def _common(p: argparse.ArgumentParser, *, out_default: Path | None) -> None:
+    p.add_argument("checkpoint", help="student checkpoint (.pt from `compress distill`) or a preset name")
+    p.add_argument("--students-dir", type=Path, default=DEFAULT_STUDENTS, help="where preset students live")
+    p.add_argument(
+        "--calib",
+        type=Path,
+        default=DEFAULT_CALIB,
+        help="dataset folder of real audio: even "
+        "utterances calibrate int8 ranges / drive fine-tunes, odd ones are held out for parity",
+    )
+    p.add_argument("--calib-windows", type=int, default=512, help="calibration windows (default 512)")
+    p.add_argument("--parity-windows", type=int, default=64, help="held-out windows for parity (default 64)")
+    p.add_argument("--seed", type=int, default=0)
+    if out_default is not None:
+        p.add_argument("--out", type=Path, default=out_default, help=f"output folder (default {out_default})")
+        p.add_argument("--formats", type=_csv(FORMATS), default=list(FORMATS), help="onnx,tflite")
+        p.add_argument(
+            "--keep-float",
+            type=lambda s: [t for t in s.split(",") if t],
+            default=[],
+            help="comma-separated layers kept float in int8 binaries (e.g. out,head.0)",
+        )
+        p.add_argument(
+            "--test",
+            type=Path,
+            default=None,
+            help="test dataset with ground truth: put quality "
+            "metrics (teacher.metrics.evaluate of the binary itself) into every card",
+        )
+        p.add_argument("--name", default=None, help="binary base name (default: checkpoint stem)")
+        p.add_argument("--force", action="store_true", help="rewrite binaries even if up to date")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "prune",
+        help="structured channel pruning + distillation fine-tune of a student",
+        description="Remove a fraction of every conv's output channels (Torch-Pruning; the output layer and all "
+        "kernels stay), fine-tune the result to match the unpruned student on real audio windows, and save it "
+        "as config + state dict (loads with load_student like any student).",
+    )
+    _common(p, out_default=None)
+    p.add_argument("--out", type=Path, default=None, help="output checkpoint (default CKPT-prunedNN.pt)")
+    p.add_argument("--ratio", type=float, default=0.5, help="fraction of channels removed per layer (0.5)")
+    p.add_argument("--importance", choices=IMPORTANCES, default="magnitude", help="channel scoring")
+    p.add_argument("--round-to", type=int, default=8, help="kept channel counts are multiples of this (8)")
+    p.add_argument("--steps", type=int, default=1, help="iterative prune + fine-tune rounds (1)")
+    p.add_argument("--finetune-steps", type=int, default=200, help="fine-tune steps per round (200)")
+    p.add_argument(
+        "--label-weight", type=float, default=0.0, help="weight of the label loss in the fine-tune"
+    )
+    p.set_defaults(handler=cmd_prune)
+
+    p = subparsers.add_parser(
+        "quantize",
+        help="int8 binaries, a per-layer sensitivity report, optional QAT",
+        description="Write int8 binaries (per-channel weights, int8 activations calibrated on real windows). "
+        "--report-sensitivity quantizes one layer at a time and ranks layers by the output error they cause; "
+        "keep the worst in float with --keep-float, or adapt the weights with --qat-steps N.",
+    )
+    _common(p, out_default=DEFAULT_BINARIES)
+    p.add_argument(
+        "--report-sensitivity", action="store_true", help="write NAME.sensitivity.json and print it"
+    )
+    p.add_argument(
+        "--qat-steps", type=int, default=0, help="quantization-aware fine-tune steps before export"
+    )
+    p.set_defaults(handler=cmd_quantize)
+
+    p = subparsers.add_parser(
+        "export",
+        help="ONNX / TFLite binaries (fp32, int8) with parity checks and model cards",
+        description="Export a student with a fixed [1, window] input, run each binary in its runtime on held-out "
+        "windows, refuse any that drifts (fp32 max|Δ| > 1e-4, int8 > 0.02) or whose int8 weights stayed float, "
+        "and write NAME.DTYPE.FORMAT plus NAME.DTYPE.FORMAT.card.json.",
+    )
+    _common(p, out_default=DEFAULT_BINARIES)
+    p.add_argument("--dtypes", type=_csv(DTYPES), default=list(DTYPES), help="fp32,int8")
+    p.set_defaults(handler=cmd_export)
+
+    p = subparsers.add_parser(
+        "ship",
+        help="prune + quantize + export one student (preset or checkpoint)",
+        description="The whole compression stage for one student: prune (--ratio, 0 to skip), then export fp32 and "
+        "int8 ONNX/TFLite binaries with parity checks and cards. Reruns skip work already done.",
+    )
+    _common(p, out_default=DEFAULT_BINARIES)
+    p.add_argument("--ratio", type=float, default=0.5, help="pruning ratio (0 = no pruning)")
+    p.add_argument("--round-to", type=int, default=8, help="kept channel counts are multiples of this (8)")
+    p.add_argument("--finetune-steps", type=int, default=200, help="fine-tune steps after pruning (200)")
+    p.set_defaults(handler=cmd_ship)

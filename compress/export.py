@@ -1,0 +1,390 @@
+"""Export a student to ONNX / TFLite (fp32 and int8) with a fixed one-window input, and prove every binary.
+
+Each binary is written to a temporary file, run in its own runtime (onnxruntime with one thread, the LiteRT
+interpreter) on held-out windows, compared with the PyTorch float model, and inspected tensor by tensor: an "int8"
+binary whose conv weights stayed float, or any binary whose outputs drift past the tolerance, is refused with a
+``FacedistillError`` and never reaches its final name. A model card (``name.card.json``) lands beside each binary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from compress.card import build_card, card_path
+from compress.quantize import quantize_pt2e
+from teacher.errors import FacedistillError
+from teacher.fsutil import atomic_path, atomic_write_json, sha256_file
+
+FORMATS = ("onnx", "tflite")
+DTYPES = ("fp32", "int8")
+SUFFIX = {"onnx": ".onnx", "tflite": ".tflite"}
+WEIGHT_OPS_ONNX = ("Conv", "MatMul", "Gemm", "ConvTranspose")
+WEIGHT_OPS_TFLITE = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL")
+INPUT_NAME, OUTPUT_NAME = "audio", "curves"
+
+
+class ExportError(FacedistillError, ValueError):
+    """A binary failed its parity or dtype check, or the export request is invalid."""
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Which binaries to write and how strictly to check them."""
+
+    formats: tuple[str, ...] = FORMATS
+    dtypes: tuple[str, ...] = DTYPES
+    keep_float: tuple[str, ...] = ()  # module names (e.g. "head.2") left in float inside int8 binaries
+    fp32_tolerance: float = 1e-4  # max |Δ| vs the PyTorch float model
+    int8_tolerance: float = 0.02
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        bad = [f for f in self.formats if f not in FORMATS] + [d for d in self.dtypes if d not in DTYPES]
+        if bad or not self.formats or not self.dtypes:
+            msg = f"export: unknown or empty formats/dtypes {bad or list(self.formats) + list(self.dtypes)}; choose from {FORMATS} and {DTYPES}"
+            raise ExportError(msg)
+        if not (self.fp32_tolerance > 0 and self.int8_tolerance > 0):
+            msg = "export: tolerances must be positive"
+            raise ExportError(msg)
+        object.__setattr__(self, "formats", tuple(self.formats))
+        object.__setattr__(self, "dtypes", tuple(self.dtypes))
+        object.__setattr__(self, "keep_float", tuple(self.keep_float))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExportConfig:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    def tolerance(self, dtype: str) -> float:
+        return self.fp32_tolerance if dtype == "fp32" else self.int8_tolerance
+
+
+def export(
+    model: nn.Module,
+    calib_windows: np.ndarray,
+    heldout_windows: np.ndarray,
+    out_dir: str | os.PathLike,
+    *,
+    name: str,
+    config: ExportConfig = ExportConfig(),
+    parent_sha256: str | None = None,
+    quality_fn: Callable[[Path], dict[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
+    force: bool = False,
+) -> list[Path]:
+    """Write ``name.<dtype>.<format>`` for every requested pair into ``out_dir``; returns the binaries' paths.
+
+    ``calib_windows`` [N, W] (real audio windows) calibrate int8 activation ranges; ``heldout_windows`` [M, W]
+    (other utterances) are the parity set. ``quality_fn(binary)`` (e.g. test-split metrics of the binary itself)
+    goes into each card. A binary whose card already names the same parent checkpoint and config is kept
+    unless ``force``.
+    """
+    model = model.eval()
+    window = int(model.window_samples)
+    for label, arr in (("calibration", calib_windows), ("held-out", heldout_windows)):
+        if arr.ndim != 2 or arr.shape[1] != window or len(arr) == 0:
+            msg = f"{out_dir}: {label} windows have shape {arr.shape}, expected [N, {window}]"
+            raise ExportError(msg)
+    calib = np.ascontiguousarray(calib_windows, dtype=np.float32)
+    heldout = np.ascontiguousarray(heldout_windows, dtype=np.float32)
+    with torch.no_grad():
+        reference = model(torch.from_numpy(heldout)).numpy()
+    out_dir = Path(out_dir)
+    written = []
+    for fmt in config.formats:
+        for dtype in config.dtypes:
+            path = out_dir / f"{name}.{dtype}{SUFFIX[fmt]}"
+            if not force and _up_to_date(path, parent_sha256, config):
+                written.append(path)
+                continue
+            with atomic_path(path) as tmp:
+                io_quant = _write_binary(model, fmt, dtype, calib, tmp, keep_float=config.keep_float)
+                outputs = run_binary(tmp, heldout)
+                parity = check_parity(path, outputs, reference, tolerance=config.tolerance(dtype))
+                if dtype == "int8":
+                    check_int8(tmp, path, keep_float=config.keep_float)
+                card = build_card(
+                    model,
+                    tmp,
+                    fmt=fmt,
+                    dtype=dtype,
+                    io_quant=io_quant,
+                    keep_float=config.keep_float if dtype == "int8" else (),
+                    parity=parity,
+                    parent_sha256=parent_sha256,
+                    quality=None if quality_fn is None else quality_fn(tmp),
+                    export_config=config.to_dict(),
+                    extra=extra,
+                )
+            atomic_write_json(card_path(path), card)
+            written.append(path)
+    return written
+
+
+def _up_to_date(path: Path, parent_sha256: str | None, config: ExportConfig) -> bool:
+    card = card_path(path)
+    if parent_sha256 is None or not (path.is_file() and card.is_file()):
+        return False
+    try:
+        data = json.loads(card.read_text())
+    except json.JSONDecodeError:
+        return False
+    return (
+        data.get("parent_sha256") == parent_sha256
+        and data.get("export_config") == config.to_dict()
+        and data.get("sha256") == sha256_file(path)
+    )
+
+
+def _write_binary(
+    model: nn.Module, fmt: str, dtype: str, calib: np.ndarray, path: Path, *, keep_float: tuple[str, ...]
+) -> dict[str, Any]:
+    """Write one binary to ``path``; returns the int8 I/O quantization (empty when I/O is float)."""
+    example = torch.from_numpy(calib[:1])
+    if fmt == "onnx":
+        _export_onnx_fp32(model, example, path)
+        if dtype == "int8":
+            _quantize_onnx(path, calib, keep_float)
+    elif dtype == "fp32":
+        _export_tflite(model, example, path, quant_config=None)
+    else:
+        quantized, quantizer = quantize_pt2e(model, calib, keep_float=keep_float)
+        _export_tflite(quantized, example, path, quant_config=quantizer)
+    return io_quantization(path)
+
+
+def _export_onnx_fp32(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    with _quiet():
+        program = torch.onnx.export(
+            model,
+            (example,),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+        program.save(str(path), external_data=False)
+
+
+def _quantize_onnx(path: Path, calib: np.ndarray, keep_float: tuple[str, ...]) -> None:
+    """QDQ int8 (per-channel weights, int8 activations) in place, calibrated on ``calib``."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(calib[i : i + 1] for i in range(len(calib)))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            window = next(self._it, None)
+            return None if window is None else {INPUT_NAME: window}
+
+    exclude = onnx_nodes_of(onnx.load(str(path)), keep_float)
+    with tempfile.TemporaryDirectory() as tmpdir, _quiet():
+        pre = Path(tmpdir) / "pre.onnx"
+        quant_pre_process(str(path), str(pre))
+        quantize_static(
+            str(pre),
+            str(path),
+            _Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=exclude,
+        )
+
+
+def onnx_nodes_of(model_proto: Any, modules: tuple[str, ...]) -> list[str]:
+    """Names of the ONNX weight nodes that implement the given PyTorch modules (matched by weight name)."""
+    nodes = {}
+    for node in model_proto.graph.node:
+        if node.op_type in WEIGHT_OPS_ONNX and len(node.input) > 1:
+            nodes[_module_of_weight(node.input[1])] = node.name
+    missing = [m for m in modules if m not in nodes]
+    if missing:
+        msg = f"keep_float names {missing} are not weight layers of this model; layers: {sorted(nodes)}"
+        raise ExportError(msg)
+    return [nodes[m] for m in modules]
+
+
+def _module_of_weight(name: str) -> str:
+    for suffix in (".weight_DequantizeLinear_Output", ".weight"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _export_tflite(model: nn.Module, example: torch.Tensor, path: Path, *, quant_config: Any) -> None:
+    import litert_torch
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    kwargs = {} if quant_config is None else {"quant_config": QuantConfig(pt2e_quantizer=quant_config)}
+    with _quiet():
+        edge = litert_torch.convert(model, (example,), **kwargs)
+        edge.export(str(path))
+
+
+def io_quantization(path: Path) -> dict[str, Any]:
+    """Scale/zero-point of int8 inputs and outputs (empty dict when the binary takes and gives float32)."""
+    if _binary_format(path) == "onnx":
+        return {}
+    interp = _tflite_interpreter(path)
+    out = {}
+    for role, details in (("input", interp.get_input_details()), ("output", interp.get_output_details())):
+        d = details[0]
+        if d["dtype"] != np.float32:
+            scale, zero = d["quantization"]
+            out[role] = {"dtype": np.dtype(d["dtype"]).name, "scale": float(scale), "zero_point": int(zero)}
+    return out
+
+
+def _binary_format(path: Path) -> str:
+    """The format of ``path`` from its magic bytes (temporary files carry no meaningful suffix)."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    return "tflite" if head[4:8] == b"TFL3" else "onnx"
+
+
+def run_binary(path: str | os.PathLike, windows: np.ndarray) -> np.ndarray:
+    """Run an ONNX or TFLite binary, one window per call with one thread, as an engine would."""
+    path = Path(path)
+    if _binary_format(path) == "onnx":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        try:
+            session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            name = session.get_inputs()[0].name
+            return np.concatenate([session.run(None, {name: w[None]})[0] for w in windows])
+        except Exception as exc:  # onnxruntime raises its own exception types for a bad graph
+            msg = f"{path}: onnxruntime cannot run this binary ({str(exc).splitlines()[0]})"
+            raise ExportError(msg) from None
+    interp = _tflite_interpreter(path)
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    rows = []
+    for w in windows:
+        interp.set_tensor(inp["index"], _to_io(w[None], inp))
+        interp.invoke()
+        rows.append(_from_io(interp.get_tensor(out["index"]), out))
+    return np.concatenate(rows)
+
+
+def _to_io(x: np.ndarray, detail: dict) -> np.ndarray:
+    if detail["dtype"] == np.float32:
+        return x.astype(np.float32)
+    scale, zero = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(detail["dtype"])
+
+
+def _from_io(y: np.ndarray, detail: dict) -> np.ndarray:
+    if detail["dtype"] == np.float32:
+        return y
+    scale, zero = detail["quantization"]
+    return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+def _tflite_interpreter(path: Path) -> Any:
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interp = Interpreter(model_path=str(path), num_threads=1)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        msg = f"{path}: the LiteRT interpreter cannot load this binary ({exc})"
+        raise ExportError(msg) from None
+    return interp
+
+
+def check_parity(
+    path: Path, outputs: np.ndarray, reference: np.ndarray, *, tolerance: float
+) -> dict[str, Any]:
+    """max/mean |Δ| of a binary's outputs vs the PyTorch float model; refuses a binary beyond ``tolerance``."""
+    if outputs.shape != reference.shape:
+        msg = f"{path}: binary output shape {outputs.shape} != PyTorch output shape {reference.shape}"
+        raise ExportError(msg)
+    delta = np.abs(outputs.astype(np.float64) - reference)
+    parity = {
+        "max_abs_diff": float(delta.max()),
+        "mean_abs_diff": float(delta.mean()),
+        "windows": len(reference),
+        "tolerance": tolerance,
+    }
+    if not np.isfinite(delta).all() or parity["max_abs_diff"] > tolerance:
+        msg = f"{path}: refused, output differs from the PyTorch model by max |Δ| {parity['max_abs_diff']:.3g} > {tolerance:g} on {len(reference)} held-out windows"
+        raise ExportError(msg)
+    return parity
+
+
+def check_int8(tmp: Path, path: Path, *, keep_float: tuple[str, ...] = ()) -> None:
+    """Refuse an "int8" binary whose weight layers (other than ``keep_float``) still hold float weights."""
+    float_layers = (
+        onnx_float_weight_layers(tmp) if _binary_format(tmp) == "onnx" else tflite_float_weight_ops(tmp)
+    )
+    allowed = set(keep_float)
+    if _binary_format(tmp) == "onnx":
+        leftover = sorted(set(float_layers) - allowed)
+    else:  # LiteRT drops module names: compare counts of float weight ops
+        leftover = float_layers[len(allowed) :] if len(float_layers) > len(allowed) else []
+    if leftover:
+        msg = f"{path}: refused, int8 binary still has float weights in {len(leftover)} layer(s) {leftover[:4]} (not in keep_float={list(keep_float)})"
+        raise ExportError(msg)
+
+
+def onnx_float_weight_layers(path: Path) -> list[str]:
+    """Weight layers of an ONNX graph whose weights are not DequantizeLinear of an int8 initializer."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    inits = {i.name: i.data_type for i in proto.graph.initializer}
+    dequant = {n.output[0]: n.input[0] for n in proto.graph.node if n.op_type == "DequantizeLinear"}
+    bad = []
+    for node in proto.graph.node:
+        if node.op_type not in WEIGHT_OPS_ONNX or len(node.input) < 2:
+            continue
+        weight = node.input[1]
+        source = dequant.get(weight)
+        if source is None or inits.get(source) != onnx.TensorProto.INT8:
+            bad.append(_module_of_weight(weight))
+    return bad
+
+
+def tflite_float_weight_ops(path: Path) -> list[str]:
+    """Weight ops (conv / fully connected) of a TFLite model whose weight tensor is not int8."""
+    interp = _tflite_interpreter(path)
+    details = {d["index"]: d for d in interp.get_tensor_details()}
+    bad = []
+    for op in interp._get_ops_details():  # the public API has no per-op view; this is LiteRT's own helper
+        if op["op_name"] in WEIGHT_OPS_TFLITE:
+            weight = details.get(int(op["inputs"][1]))
+            if weight is None or weight["dtype"] != np.int8:
+                bad.append(f"{op['op_name']}#{op['index']}")
+    return bad
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the exporters' chatter on stdout/stderr (progress lines, op counts) unless it fails."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        yield

@@ -1,0 +1,225 @@
+"""int8 quantization of students: PT2E post-training quantization, optional QAT, per-layer sensitivity.
+
+Scheme everywhere: symmetric per-output-channel int8 weights, per-tensor int8 activations calibrated on real audio
+windows. ``keep_float`` names modules (e.g. ``"head.2"``) left in float; the ONNX path passes them as
+``nodes_to_exclude``, the TFLite path leaves them unannotated. When plain PTQ loses too much, ``sensitivity`` ranks
+the layers by the output error their own quantization causes, and ``qat_finetune`` adapts the float weights to
+quantization noise with a short fine-tune.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from teacher.errors import FacedistillError
+
+WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
+
+
+class QuantizeError(FacedistillError, ValueError):
+    """An invalid quantization request (unknown keep_float layer, empty calibration set, ...)."""
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """How to quantize: keep some layers float, optionally fine-tune with fake quantization first (QAT)."""
+
+    keep_float: tuple[str, ...] = ()
+    qat_steps: int = 0  # 0 = plain PTQ
+    qat_lr: float = 1e-4
+    qat_batch: int = 64
+    seed: int = 0
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keep_float", tuple(self.keep_float))
+        if self.qat_steps < 0 or self.qat_lr <= 0 or self.qat_batch < 1:
+            msg = f"quantize: bad QAT settings steps={self.qat_steps} lr={self.qat_lr} batch={self.qat_batch}"
+            raise QuantizeError(msg)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> QuantizeConfig:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def weight_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Conv / linear modules by name: the layers that quantization and keep_float talk about."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)}
+
+
+def check_keep_float(model: nn.Module, keep_float: tuple[str, ...]) -> None:
+    layers = weight_layers(model)
+    missing = [name for name in keep_float if name not in layers]
+    if missing:
+        msg = f"keep_float {missing} are not weight layers of this model; choose from {sorted(layers)}"
+        raise QuantizeError(msg)
+
+
+def pt2e_quantizer(keep_float: tuple[str, ...] = (), *, is_qat: bool = False) -> Any:
+    """The LiteRT PT2E quantizer (per-channel symmetric int8) that leaves ``keep_float`` modules unannotated."""
+    from litert_torch.quantize import pt2e_quantizer as pq
+
+    class _KeepFloatQuantizer(pq.PT2EQuantizer):
+        def _annotate_for_static_quantization_config(
+            self, model: torch.fx.GraphModule
+        ) -> torch.fx.GraphModule:
+            def quantize_node(node: torch.fx.Node) -> bool:
+                paths = [path for path, _ in node.meta.get("nn_module_stack", {}).values()]
+                return not any(p == k or p.startswith(k + ".") for p in paths for k in keep_float)
+
+            for op in self.STATIC_OPS:  # students have no batch norm: skip the conv_bn QAT patterns
+                pq.OP_TO_ANNOTATOR[op](model, self.global_config, quantize_node)
+            return model
+
+    quantizer = _KeepFloatQuantizer()
+    quantizer.set_global(pq.get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat))
+    return quantizer
+
+
+def quantize_pt2e(
+    model: nn.Module, calib_windows: np.ndarray, *, keep_float: tuple[str, ...] = ()
+) -> tuple[torch.fx.GraphModule, Any]:
+    """PT2E PTQ: export, observe ``calib_windows`` [N, W], convert (quantize ops left unfolded for LiteRT)."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    if len(calib_windows) == 0:
+        msg = "quantize: no calibration windows"
+        raise QuantizeError(msg)
+    check_keep_float(model, keep_float)
+    calib = torch.as_tensor(np.asarray(calib_windows, dtype=np.float32))
+    quantizer = pt2e_quantizer(keep_float)
+    exported = torch.export.export(copy.deepcopy(model).eval(), (calib[:1],)).module()
+    prepared = prepare_pt2e(exported, quantizer)
+    with torch.no_grad():
+        for i in range(len(calib)):
+            prepared(calib[i : i + 1])
+    return convert_pt2e(prepared, fold_quantize=False), quantizer
+
+
+def qat_finetune(
+    model: nn.Module,
+    windows: np.ndarray,
+    targets: np.ndarray | None = None,
+    *,
+    config: QuantizeConfig,
+) -> nn.Module:
+    """Quantization-aware fine-tune: train a fake-quantized copy, return a float model with the adapted weights.
+
+    Targets default to the float model's own outputs (self-distillation), so no labels are needed; the returned
+    model has the same architecture and is then quantized by the ordinary PTQ/export path.
+    """
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+
+    check_keep_float(model, config.keep_float)
+    x = torch.as_tensor(np.asarray(windows, dtype=np.float32))
+    model = model.eval()
+    with torch.no_grad():
+        y = model(x) if targets is None else torch.as_tensor(np.asarray(targets, dtype=np.float32))
+    generator = torch.Generator().manual_seed(config.seed)
+    batch = config.qat_batch  # the exported graph has a fixed batch size: every step draws exactly this many
+
+    def draw() -> torch.Tensor:
+        return torch.randint(0, len(x), (batch,), generator=generator)
+
+    exported = torch.export.export(copy.deepcopy(model), (x[draw()],)).module()  # export shares parameters
+    prepared = prepare_qat_pt2e(exported, pt2e_quantizer(config.keep_float, is_qat=True))
+    with torch.no_grad():  # initialise the observers on real windows before training
+        prepared(x[draw()])
+    optimizer = torch.optim.Adam([p for p in prepared.parameters() if p.requires_grad], lr=config.qat_lr)
+    for _ in tqdm(range(config.qat_steps), desc="qat", file=sys.stderr, leave=False):
+        idx = draw()
+        loss = torch.mean((prepared(x[idx]) - y[idx]) ** 2)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    tuned = copy.deepcopy(model)
+    trained = dict(prepared.named_parameters())
+    state = {}
+    for key in tuned.state_dict():
+        flat = key.replace(".", "_")
+        if key not in trained and flat not in trained:
+            msg = f"qat: parameter {key} not found in the QAT graph (has {sorted(trained)[:6]} ...)"
+            raise QuantizeError(msg)
+        state[key] = trained.get(key, trained.get(flat)).detach().clone()
+    tuned.load_state_dict(state)
+    return tuned.eval()
+
+
+def _fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
+    """Symmetric per-output-channel int8 (as the exporters do)."""
+    scale = w.abs().reshape(w.shape[0], -1).amax(dim=1).clamp_min(1e-12) / 127.0
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    return torch.clamp(torch.round(w / scale.view(shape)), -127, 127) * scale.view(shape)
+
+
+def _fake_quant_activation(y: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Per-tensor asymmetric int8 over the calibrated range [lo, hi] (zero always representable)."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = max(hi - lo, 1e-12) / 255.0
+    zero = round(-128 - lo / scale)
+    return (torch.clamp(torch.round(y / scale) + zero, -128, 127) - zero) * scale
+
+
+def sensitivity(
+    model: nn.Module, calib_windows: np.ndarray, eval_windows: np.ndarray
+) -> list[dict[str, Any]]:
+    """Quantize one weight layer at a time (its weights and its output), rank layers by the output error caused.
+
+    Returns one row per layer, worst first: layer, params, mse, max_abs_diff (vs the float model on
+    ``eval_windows``). The top rows are the candidates for ``keep_float`` or QAT.
+    """
+    model = model.eval()
+    calib = torch.as_tensor(np.asarray(calib_windows, dtype=np.float32))
+    x = torch.as_tensor(np.asarray(eval_windows, dtype=np.float32))
+    layers = weight_layers(model)
+    ranges: dict[str, tuple[float, float]] = {}
+
+    def observe(name: str):
+        def hook(_module: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+            lo, hi = ranges.get(name, (float("inf"), float("-inf")))
+            ranges[name] = (min(lo, float(out.min())), max(hi, float(out.max())))
+
+        return hook
+
+    handles = [m.register_forward_hook(observe(n)) for n, m in layers.items()]
+    with torch.no_grad():
+        model(calib)
+        reference = model(x)
+    for h in handles:
+        h.remove()
+    rows = []
+    for name, layer in layers.items():
+        lo, hi = ranges[name]
+        original = layer.weight.data.clone()
+        layer.weight.data = _fake_quant_weight(original)
+        handle = layer.register_forward_hook(
+            lambda _m, _i, out, lo=lo, hi=hi: _fake_quant_activation(out, lo, hi)
+        )
+        try:
+            with torch.no_grad():
+                out = model(x)
+        finally:
+            handle.remove()
+            layer.weight.data = original
+        delta = (out - reference).double()
+        rows.append(
+            {
+                "layer": name,
+                "params": sum(p.numel() for p in layer.parameters()),
+                "mse": float(delta.pow(2).mean()),
+                "max_abs_diff": float(delta.abs().max()),
+            }
+        )
+    return sorted(rows, key=lambda r: r["mse"], reverse=True)

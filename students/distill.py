@@ -1,0 +1,509 @@
+"""Hybrid distillation: teacher pseudo-labels -> ``small``; then ``small`` becomes a second teacher for the rest.
+
+Stage 1 trains the stage-1 preset (``small``) on the big teacher's pseudo-labels of the unlabeled split with
+reconstruction (MSE) + velocity (MSE of frame-to-frame differences) losses. Stage 2 freezes it and trains every
+other preset on the same pseudo-labels plus a *feature loss*: chosen intermediate CNN features of the student,
+mapped by a learned 1x1 conv adapter where widths differ, regress the frozen ``small``'s features of the same
+layer (MSE normalised by the teacher feature's mean square). An optional ground-truth loss on the labeled split
+can be added at any stage.
+
+Time alignment of features: both networks run over the very same chunk, and every feature sits on the 64-sample
+grid, position ``q`` covering chunk samples ``[64 q, 64 q + RF)`` (RF = that layer's receptive field, see
+``Student.feature_receptive_field``). Features are matched at equal receptive-field *centres*
+``64 q + RF / 2``: student position ``q`` pairs with teacher position ``q + (RF_student - RF_teacher) / 128``
+(always a whole number, since both RFs are 64 x an odd number). Presets with other past/future windows (e.g.
+``realtime``) therefore match on time, not on their window position; each chunk carries the larger of the two
+models' contexts so both read real audio.
+
+Training is a fixed number of steps per preset (reproducible; steps chosen to fit the time budget), resumable
+from periodic atomic checkpoints, and runs unchanged under ``torchrun --nproc_per_node=N`` (gloo DDP: each rank
+draws different chunks, rank 0 writes).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from students.data import Batch, ChunkSampler, Split, evaluate_student, load_split, merge_splits
+from students.model import (
+    ANCHOR_QUANTUM,
+    PRESETS,
+    Student,
+    StudentConfig,
+    describe,
+    load_student,
+    preset,
+    save_student,
+)
+from teacher.dataset import MANIFEST, DatasetError
+from teacher.errors import FacedistillError
+from teacher.fsutil import atomic_torch_save, atomic_write_json
+
+DISTILL_VERSION = 1
+PROGRESS_FORMAT = "facedistill-distill-progress"
+
+# Steps per preset of the default run, sized for ~15 min in total on 2 CPU cores (see bench/bench_distill.py).
+DEFAULT_STEPS = {"small": 900, "tiny": 900, "realtime": 500, "edge": 900, "causal": 900}
+
+
+class DistillError(FacedistillError, ValueError):
+    """A distillation that cannot run as configured (missing inputs, a stale checkpoint, bad settings)."""
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Everything that decides a distillation run; saved with every checkpoint and card."""
+
+    version: int = DISTILL_VERSION
+    presets: tuple[str, ...] = ("small", "tiny", "realtime", "edge", "causal")
+    stage1: str = "small"  # trained on pseudo-labels alone, then the frozen second teacher
+    steps: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_STEPS))
+    default_steps: int = 600  # for presets missing from ``steps``
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-preset StudentConfig fields
+    batch_size: int = 8  # chunks per step and rank
+    chunk_frames: int = 30  # rig frames per chunk (1 s at 30 fps)
+    lr: float = 2e-3  # Adam; 20 warm-up steps then cosine decay to 10 %
+    grad_clip: float = 1.0
+    seed: int = 0
+    velocity_weight: float = 1.0
+    feature_weight: float = 0.1
+    match: tuple[str, ...] = ("frontend.2", "context.1")  # layers matched against the stage-1 student
+    labeled_weight: float = 0.0  # ground-truth loss on the labeled split (needs a labeled dir)
+    augment_labeled: bool = True  # gain + noise on labeled chunks
+    checkpoint_every: int = 100
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "presets", tuple(self.presets))
+        object.__setattr__(self, "match", tuple(self.match))
+        object.__setattr__(self, "steps", {str(k): int(v) for k, v in self.steps.items()})
+        if self.version != DISTILL_VERSION:
+            msg = f"distill config: unsupported version {self.version} (this code reads {DISTILL_VERSION})"
+            raise DistillError(msg)
+        for name in (*self.presets, self.stage1, *self.overrides):
+            if name not in PRESETS:
+                msg = f"distill config: unknown preset {name!r}; choose from {', '.join(PRESETS)}"
+                raise DistillError(msg)
+        if min(self.batch_size, self.chunk_frames, self.checkpoint_every, self.default_steps) < 1:
+            msg = "distill config: batch_size, chunk_frames, checkpoint_every and default_steps must be >= 1"
+            raise DistillError(msg)
+        if min(self.velocity_weight, self.feature_weight, self.labeled_weight, self.lr) < 0:
+            msg = "distill config: weights and lr must be >= 0"
+            raise DistillError(msg)
+
+    def student_config(self, name: str) -> StudentConfig:
+        return preset(name, **self.overrides.get(name, {}))
+
+    def steps_for(self, name: str) -> int:
+        return self.steps.get(name, self.default_steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["presets"], d["match"] = list(self.presets), list(self.match)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DistillConfig:
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            msg = f"distill config: unknown keys {unknown}"
+            raise DistillError(msg)
+        return cls(**data)
+
+    def quick(self) -> DistillConfig:
+        """A smoke-test version of this config: 5 % of the steps (at least 20)."""
+        steps = {p: max(20, self.steps_for(p) // 20) for p in self.presets}
+        return DistillConfig.from_dict({**self.to_dict(), "steps": steps, "checkpoint_every": 20})
+
+
+# ---- losses -------------------------------------------------------------------------------------------------
+
+
+def curve_loss(
+    pred: torch.Tensor, batch: Batch, velocity_weight: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Masked reconstruction MSE + ``velocity_weight`` x MSE of consecutive-frame differences."""
+    n_ch = pred.shape[-1]
+    m = batch.mask.unsqueeze(-1).to(pred.dtype)
+    recon = ((pred - batch.targets) ** 2 * m).sum() / (m.sum() * n_ch).clamp(min=1)
+    mv = (batch.mask[:, 1:] & batch.mask[:, :-1]).unsqueeze(-1).to(pred.dtype)
+    dv = (pred.diff(dim=1) - batch.targets.diff(dim=1)) ** 2 * mv
+    vel = dv.sum() / (mv.sum() * n_ch).clamp(min=1)
+    return recon + velocity_weight * vel, {"recon": float(recon), "velocity": float(vel)}
+
+
+def align_features(
+    student: torch.Tensor, rf_student: int, teacher: torch.Tensor, rf_teacher: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop two [B, C, T] feature maps of the same chunk to the grid positions whose RF centres coincide."""
+    shift = (rf_student - rf_teacher) // (2 * ANCHOR_QUANTUM)  # teacher index = student index + shift
+    lo = max(0, -shift)
+    hi = min(student.shape[-1], teacher.shape[-1] - shift)
+    return student[..., lo:hi], teacher[..., lo + shift : hi + shift]
+
+
+class _Trainee(nn.Module):
+    """The student plus its feature adapters: one module so DDP sees every trained parameter in ``forward``."""
+
+    def __init__(self, student: Student, teacher: Student | None, match: tuple[str, ...]):
+        super().__init__()
+        self.student = student
+        self.adapters = nn.ModuleDict()
+        self.match = match if teacher is not None else ()
+        for name in self.match:
+            c_s = _feature_width(student, name)
+            c_t = _feature_width(teacher, name)
+            key = name.replace(".", "_")
+            self.adapters[key] = nn.Identity() if c_s == c_t else nn.Conv1d(c_s, c_t, 1)
+
+    def forward(
+        self, audio: torch.Tensor, anchors: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        pred, feats = self.student.forward_full(audio, anchors, pad=False, return_features=True)
+        return pred, {n: self.adapters[n.replace(".", "_")](feats[n]) for n in self.match}
+
+
+def _feature_width(model: Student, name: str) -> int:
+    model.feature_receptive_field(name)  # refuses unknown layer names with a clear message
+    kind, _, idx = name.partition(".")
+    return getattr(model, kind)[int(idx)].out_channels
+
+
+def feature_loss(
+    trainee: _Trainee, feats: dict[str, torch.Tensor], teacher: Student, audio: torch.Tensor
+) -> torch.Tensor:
+    """Mean over matched layers of MSE(adapter(student), teacher) / mean(teacher^2), aligned by time."""
+    with torch.no_grad():
+        _, t_feats = teacher.encode(audio, features=True)
+    total = audio.new_zeros(())
+    for name in trainee.match:
+        s, t = align_features(
+            feats[name],
+            trainee.student.feature_receptive_field(name),
+            t_feats[name],
+            teacher.feature_receptive_field(name),
+        )
+        total = total + F.mse_loss(s, t) / (t.pow(2).mean() + 1e-6)
+    return total / max(1, len(trainee.match))
+
+
+# ---- one student ----------------------------------------------------------------------------------------------
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _lr_at(step: int, steps: int, lr: float) -> float:
+    warm = 20
+    if step < warm:
+        return lr * (step + 1) / warm
+    t = (step - warm) / max(1, steps - warm)
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def _init_output_bias(student: Student, mean: np.ndarray) -> None:
+    p = np.clip(mean, 0.01, 0.99)
+    with torch.no_grad():
+        student.out.bias.copy_(torch.from_numpy(np.log(p / (1 - p))).float())
+
+
+def train_student(
+    config: StudentConfig,
+    train: Split,
+    *,
+    settings: DistillConfig,
+    steps: int,
+    teacher: Student | None = None,
+    labeled: Split | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    augment: bool = False,
+    progress: bool = True,
+) -> tuple[Student, dict[str, Any]]:
+    """Train one student for ``steps`` steps on ``train`` targets (+ teacher features, + labeled ground truth).
+
+    ``checkpoint`` (a path) makes the run resumable: it is rewritten every ``settings.checkpoint_every`` steps
+    and a rerun continues from it. ``augment`` adds gain/noise to ``train`` chunks (for labeled-only training).
+    Returns the trained student (eval mode) and a summary (steps, seconds, s/step, last losses).
+    """
+    rank, world = _rank_world()
+    torch.manual_seed(settings.seed)
+    student = Student(config)
+    _init_output_bias(student, train.target_mean())
+    trainee = _Trainee(student, teacher, settings.match if settings.feature_weight > 0 else ())
+    models = [student] + ([teacher] if teacher is not None else [])
+    left = max(m.left_context for m in models)
+    right = max(m.lookahead_samples for m in models)
+    sampler = ChunkSampler(train, frames=settings.chunk_frames, left=left, right=right, augment=augment)
+    use_labeled = labeled is not None and settings.labeled_weight > 0
+    if use_labeled:
+        gt_sampler = ChunkSampler(
+            labeled, frames=settings.chunk_frames, left=left, right=right, augment=settings.augment_labeled
+        )
+    optim = torch.optim.Adam(trainee.parameters(), lr=settings.lr)
+    start = 0
+    ckpt_path = Path(checkpoint) if checkpoint is not None else None
+    if ckpt_path is not None and ckpt_path.is_file():
+        try:
+            state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a torn or foreign file is a user error, not a crash
+            msg = f"{ckpt_path}: unreadable training checkpoint ({type(exc).__name__}); delete it to restart"
+            raise DistillError(msg) from None
+        if (
+            not isinstance(state, dict)
+            or state.get("format") != PROGRESS_FORMAT
+            or state.get("student_config") != config.to_dict()
+        ):
+            msg = f"{ckpt_path}: checkpoint of a different student or run; delete it or choose another --out"
+            raise DistillError(msg)
+        if state.get("distill_config") != settings.to_dict() or state.get("steps") != steps:
+            msg = f"{ckpt_path}: checkpoint was made with another distill config; delete it or choose another --out"
+            raise DistillError(msg)
+        trainee.load_state_dict(state["trainee"])
+        optim.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+    model: nn.Module = trainee
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(trainee)
+    trainee.train()
+    last: dict[str, float] = {}
+    t0 = time.perf_counter()
+    bar = tqdm(
+        range(start, steps),
+        initial=start,
+        total=steps,
+        desc=f"distill {config.name}",
+        disable=not progress or rank != 0,
+        file=sys.stderr,
+        leave=False,
+    )
+    for step in bar:
+        lr = _lr_at(step, steps, settings.lr)
+        for group in optim.param_groups:
+            group["lr"] = lr
+        rng = np.random.default_rng([settings.seed, rank, step])
+        batch = sampler.batch(settings.batch_size, rng)
+        n = settings.batch_size
+        if (
+            use_labeled
+        ):  # one forward over pseudo-labeled + labeled chunks (same length): one DDP pass per step
+            gt = gt_sampler.batch(n, rng)
+            pred, feats = model(torch.cat([batch.audio, gt.audio]), torch.cat([batch.anchors, gt.anchors]))
+            gt_loss, _ = curve_loss(pred[n:], gt, settings.velocity_weight)
+            pred, feats = pred[:n], {k: v[:n] for k, v in feats.items()}
+        else:
+            pred, feats = model(batch.audio, batch.anchors)
+        loss, last = curve_loss(pred, batch, settings.velocity_weight)
+        if trainee.match:
+            f_loss = feature_loss(trainee, feats, teacher, batch.audio)
+            loss = loss + settings.feature_weight * f_loss
+            last["feature"] = float(f_loss)
+        if use_labeled:
+            loss = loss + settings.labeled_weight * gt_loss
+            last["labeled"] = float(gt_loss)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        if settings.grad_clip > 0:
+            nn.utils.clip_grad_norm_(trainee.parameters(), settings.grad_clip)
+        optim.step()
+        bar.set_postfix(recon=f"{last['recon']:.4f}")
+        done = step + 1
+        if ckpt_path is not None and (done % settings.checkpoint_every == 0 or done == steps):
+            if rank == 0:
+                progress_state = {
+                    "format": PROGRESS_FORMAT,
+                    "student_config": config.to_dict(),
+                    "distill_config": settings.to_dict(),
+                    "steps": steps,
+                    "step": done,
+                    "trainee": trainee.state_dict(),
+                    "optimizer": optim.state_dict(),
+                }
+                atomic_torch_save(ckpt_path, progress_state)
+            if world > 1:
+                dist.barrier()
+    bar.close()
+    seconds = time.perf_counter() - t0
+    ran = steps - start
+    summary = {
+        "steps": steps,
+        "steps_this_run": ran,
+        "seconds_this_run": round(seconds, 2),
+        "seconds_per_step": round(seconds / ran, 4) if ran else None,
+        "world_size": world,
+        "batch_size": settings.batch_size,
+        "last_losses": last,
+    }
+    return student.eval(), summary
+
+
+# ---- the stage ------------------------------------------------------------------------------------------------
+
+
+def _load_pseudo(pseudo_dir: Path) -> Split:
+    """A pseudo-label dataset folder, or a folder of such folders (their utterances are pooled)."""
+    if (pseudo_dir / MANIFEST).is_file():
+        return load_split(pseudo_dir)
+    subs = sorted(p for p in pseudo_dir.glob("*") if (p / MANIFEST).is_file()) if pseudo_dir.is_dir() else []
+    if not subs:
+        msg = f"{pseudo_dir}: no pseudo-label dataset here (run `compress label` first)"
+        raise DatasetError(msg)
+    return merge_splits([load_split(p) for p in subs])
+
+
+def _order(config: DistillConfig) -> Iterator[str]:
+    """Stage 1 first (when asked for), then the rest in the given order."""
+    if config.stage1 in config.presets:
+        yield config.stage1
+    yield from (p for p in config.presets if p != config.stage1)
+
+
+def distill(
+    pseudo_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    config: DistillConfig = DistillConfig(),
+    labeled_dir: str | os.PathLike | None = None,
+    test_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, dict]:
+    """Distil every preset of ``config`` into ``out_dir/<preset>/student.pt`` + ``card.json``; returns the cards.
+
+    Finished presets (a card with the same configs) are skipped; interrupted ones resume from their checkpoint.
+    Under ``torchrun`` (WORLD_SIZE > 1) a gloo process group is set up and every rank trains the same steps.
+    """
+    own_group = False
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+        own_group = True
+    try:
+        return _distill(Path(pseudo_dir), Path(out_dir), config, labeled_dir, test_dir, progress)
+    finally:
+        if own_group:
+            dist.destroy_process_group()
+
+
+def _distill(
+    pseudo_dir: Path,
+    out_dir: Path,
+    config: DistillConfig,
+    labeled_dir: str | os.PathLike | None,
+    test_dir: str | os.PathLike | None,
+    progress: bool,
+) -> dict[str, dict]:
+    rank, world = _rank_world()
+    train = _load_pseudo(pseudo_dir)
+    labeled = load_split(labeled_dir) if labeled_dir is not None and config.labeled_weight > 0 else None
+    if config.labeled_weight > 0 and labeled is None:
+        msg = f"distill config: labeled_weight={config.labeled_weight} needs a labeled split (--labeled)"
+        raise DistillError(msg)
+    test = load_split(test_dir, field="truth") if test_dir is not None else None
+    mean_vector = train.target_mean()
+    cards: dict[str, dict] = {}
+    teacher: Student | None = None
+    for name in _order(config):
+        folder = out_dir / name
+        card_path, student_path = folder / "card.json", folder / "student.pt"
+        student_config = config.student_config(name)
+        steps = config.steps_for(name)
+        if card_path.is_file() and student_path.is_file():
+            card = json.loads(card_path.read_text())
+            if (
+                card.get("distill_config") == config.to_dict()
+                and card.get("config") == student_config.to_dict()
+            ):
+                if rank == 0 and progress:
+                    print(f"distill {name}: already trained ({student_path}), skipping", file=sys.stderr)
+                cards[name] = card
+                if name == config.stage1:
+                    teacher = load_student(student_path)
+                continue
+            msg = f"{card_path}: trained with another config; delete {folder} or choose another --out"
+            raise DistillError(msg)
+        if name != config.stage1 and teacher is None:
+            teacher = _stage1_teacher(out_dir / config.stage1 / "student.pt")
+        student, summary = train_student(
+            student_config,
+            train,
+            settings=config,
+            steps=steps,
+            teacher=None if name == config.stage1 else teacher,
+            labeled=labeled,
+            checkpoint=folder / "checkpoint.pt",
+            progress=progress,
+        )
+        if rank == 0:
+            card = _card(name, student, config, summary, train, labeled, test, mean_vector, world)
+            save_student(student_path, student, distill_config=config.to_dict(), stage=card["stage"])
+            atomic_write_json(card_path, card)
+            (folder / "checkpoint.pt").unlink(missing_ok=True)
+            if progress:
+                s = summary
+                print(
+                    f"distill {name}: {s['steps_this_run']} steps in {s['seconds_this_run']:.0f} s "
+                    f"({s['seconds_per_step']} s/step x {world} ranks) -> {student_path}",
+                    file=sys.stderr,
+                )
+            cards[name] = card
+        if world > 1:
+            dist.barrier()
+        if name == config.stage1:
+            teacher = student
+        if teacher is not None:
+            teacher.eval().requires_grad_(False)
+    return cards
+
+
+def _stage1_teacher(path: Path) -> Student:
+    if not path.is_file():
+        msg = f"{path}: stage-2 presets need the trained stage-1 student; include it in --presets first"
+        raise DistillError(msg)
+    return load_student(path).requires_grad_(False)
+
+
+def _card(
+    name: str,
+    student: Student,
+    config: DistillConfig,
+    summary: dict,
+    train: Split,
+    labeled: Split | None,
+    test: Split | None,
+    mean_vector: np.ndarray,
+    world: int,
+) -> dict[str, Any]:
+    card: dict[str, Any] = {
+        "artifact": "student.pt",
+        "preset": name,
+        "stage": 1 if name == config.stage1 else 2,
+        "config": student.config.to_dict(),
+        "distill_config": config.to_dict(),
+        **describe(student),
+        "parent": {
+            "pseudo_labels_manifest_sha256": train.manifest_sha256,
+            "pseudo_labels_seconds": round(train.seconds, 1),
+            "labeled_manifest_sha256": labeled.manifest_sha256 if labeled is not None else None,
+            "feature_teacher": None if name == config.stage1 else config.stage1,
+        },
+        "training": summary,
+    }
+    if test is not None:
+        metrics = evaluate_student(student, test, mean_vector=mean_vector)
+        card["test"] = {"manifest_sha256": test.manifest_sha256, "metrics": metrics}
+    return card

@@ -1,0 +1,466 @@
+"""Student architectures: raw 16 kHz waveform window -> one frame of rig curves, with exact lookahead accounting.
+
+A student is three stacks of *valid* (unpadded) 1-D convolutions and nothing else (no normalisation, no state):
+
+* **frontend** -- strided convs with kernel == stride (non-overlapping, e.g. 4, 4, 4), whose strides multiply to
+  exactly ``ANCHOR_QUANTUM`` = 64 samples, so every later layer runs on the 4 ms anchor grid;
+* **context** -- stride-1, kernel-3 dilated convs on that grid;
+* **head** -- "fully connected over the window": one conv whose kernel ``K`` spans all remaining grid positions,
+  then 1x1 convs (= FC layers) through ``head_hidden``, then a 1x1 conv to the rig channels and a sigmoid.
+
+``K`` is derived so that the receptive field of one output frame is exactly ``past + future`` samples: the frame
+for anchor ``a`` reads ``[a - past, a + future)``. Because the network is fully convolutional, training runs the
+encoder once over a whole chunk and evaluates the head only at the anchors (:meth:`Student.forward_full`); the
+exported form (:meth:`Student.forward`) takes one window and gives one frame -- the very same numbers.
+
+Smoothing (the paper's real-time ensemble) evaluates the head at ``anchor - d``, ``anchor`` and ``anchor + d``
+and averages the three frames, i.e. it runs at twice the output rate. ``d`` is half an output frame rounded to the
+64-sample grid: 1/60 s = 16.7 ms cannot be represented, so at 30 fps ``d`` = 256 samples = 16 ms (8 ms at 60 fps).
+The ``+ d`` frame reads ``d`` more future samples, which :attr:`Student.lookahead_ms` counts.
+
+Every number about time (receptive field, lookahead, window length) is *derived* from the layers; nothing is typed.
+
+Presets (random init; ``compress students`` prints the same table, measured from the code):
+
+=========  ==========  ============  ==========  ================================================================
+preset     params      fp32 bytes    lookahead   notes
+=========  ==========  ============  ==========  ================================================================
+small      3 061 124   12 244 496    256 ms      stage-1 student of the paper: 256 ms past / 256 ms future
+tiny       192 392     769 568       256 ms      ``small`` with 75 % fewer channels everywhere
+realtime   3 061 124   12 244 496    80 ms       448 ms past / 64 ms future + 16 ms smoothing (3-frame ensemble)
+edge       47 612      190 448       32 ms       ours: <= 50 k params, 192 ms past / 32 ms future
+causal     150 108     600 432       0 ms        ours: 320 ms past, no future audio at all
+=========  ==========  ============  ==========  ================================================================
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from teacher.constants import (
+    ANCHOR_QUANTUM,
+    ARKIT_52,
+    DEFAULT_FPS,
+    SAMPLE_RATE,
+    SUPPORTED_FPS,
+    ms_to_samples,
+    samples_to_ms,
+)
+from teacher.errors import FacedistillError
+from teacher.fsutil import atomic_torch_save
+
+CONFIG_VERSION = 1
+CHECKPOINT_FORMAT = "facedistill-student"
+
+
+class StudentConfigError(FacedistillError, ValueError):
+    """A student configuration whose layers cannot produce exactly the requested window."""
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Every size of a student. Channel counts are per layer, so a pruned model is just another config."""
+
+    version: int = CONFIG_VERSION
+    name: str = "small"
+    past_ms: float = 256.0  # audio before the anchor that a frame reads (multiple of 4 ms)
+    future_ms: float = 256.0  # audio after the anchor (multiple of 4 ms); smoothing adds its own delay
+    strides: tuple[int, ...] = (4, 4, 4)  # frontend kernel == stride; product must be ANCHOR_QUANTUM
+    frontend_channels: tuple[int, ...] = (64, 128, 256)
+    context_channels: tuple[int, ...] = (256, 256)
+    context_dilations: tuple[int, ...] = (1, 2)
+    head_hidden: tuple[int, ...] = (80,)
+    channel_names: tuple[str, ...] = ARKIT_52
+    fps: int = DEFAULT_FPS
+    smoothing: bool = False
+
+    def __post_init__(self) -> None:
+        for key in ("strides", "frontend_channels", "context_channels", "context_dilations", "head_hidden"):
+            object.__setattr__(self, key, tuple(int(v) for v in getattr(self, key)))
+        object.__setattr__(self, "channel_names", tuple(str(v) for v in self.channel_names))
+        where = f"student config {self.name!r}"
+        if self.version != CONFIG_VERSION:
+            msg = f"{where}: unsupported version {self.version} (this code reads version {CONFIG_VERSION})"
+            raise StudentConfigError(msg)
+        if self.fps not in SUPPORTED_FPS:
+            msg = f"{where}: fps {self.fps} not in {SUPPORTED_FPS}"
+            raise StudentConfigError(msg)
+        if not self.strides or len(self.strides) != len(self.frontend_channels):
+            msg = f"{where}: need one frontend channel count per stride, got {self.strides} / {self.frontend_channels}"
+            raise StudentConfigError(msg)
+        prod = 1
+        for s in self.strides:
+            prod *= s
+        if prod != ANCHOR_QUANTUM or min(self.strides) < 1:
+            msg = f"{where}: strides {self.strides} multiply to {prod}, must be exactly {ANCHOR_QUANTUM} samples"
+            raise StudentConfigError(msg)
+        if len(self.context_channels) != len(self.context_dilations):
+            msg = f"{where}: {len(self.context_channels)} context channel counts vs {len(self.context_dilations)} dilations"
+            raise StudentConfigError(msg)
+        widths = self.frontend_channels + self.context_channels + self.head_hidden
+        if min(widths) < 1 or (self.context_dilations and min(self.context_dilations) < 1):
+            msg = f"{where}: channel counts and dilations must be >= 1"
+            raise StudentConfigError(msg)
+        if not self.channel_names:
+            msg = f"{where}: no output channels"
+            raise StudentConfigError(msg)
+        for key in ("past_ms", "future_ms"):
+            ms = getattr(self, key)
+            quantum_ms = samples_to_ms(ANCHOR_QUANTUM)
+            if ms < 0 or abs(ms / quantum_ms - round(ms / quantum_ms)) > 1e-9:
+                msg = f"{where}: {key}={ms} must be a non-negative multiple of {quantum_ms:g} ms"
+                raise StudentConfigError(msg)
+        if self.head_kernel < 1:
+            rf_ms = samples_to_ms(self.encoder_receptive_field)
+            msg = (
+                f"{where}: past+future = {self.past_ms + self.future_ms:g} ms is shorter than the encoder's "
+                f"receptive field {rf_ms:g} ms; lengthen the window or use fewer/smaller dilations"
+            )
+            raise StudentConfigError(msg)
+
+    @property
+    def past_samples(self) -> int:
+        return ms_to_samples(self.past_ms)
+
+    @property
+    def future_samples(self) -> int:
+        return ms_to_samples(self.future_ms)
+
+    @property
+    def encoder_receptive_field(self) -> int:
+        """Samples one encoder (frontend + context) output reads: 64 + 64 * sum(2 * dilation)."""
+        return ANCHOR_QUANTUM * (1 + sum(2 * d for d in self.context_dilations))
+
+    @property
+    def head_kernel(self) -> int:
+        """Grid positions the first head conv spans so that the whole model reads exactly past + future."""
+        window = self.past_samples + self.future_samples
+        return (window - self.encoder_receptive_field) // ANCHOR_QUANTUM + 1
+
+    @property
+    def smoothing_step(self) -> int:
+        """Samples between the three averaged frames: half an output frame on the 64-sample grid (0 if off)."""
+        if not self.smoothing:
+            return 0
+        return ANCHOR_QUANTUM * max(1, round(SAMPLE_RATE / (2 * self.fps) / ANCHOR_QUANTUM))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key, value in d.items():
+            if isinstance(value, tuple):
+                d[key] = list(value)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudentConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            msg = f"student config: unknown keys {unknown}"
+            raise StudentConfigError(msg)
+        return cls(**data)
+
+
+def _scaled(widths: tuple[int, ...], factor: float) -> tuple[int, ...]:
+    return tuple(max(1, round(w * factor)) for w in widths)
+
+
+_SMALL = StudentConfig()
+PRESETS: dict[str, StudentConfig] = {
+    "small": _SMALL,
+    "tiny": replace(
+        _SMALL,
+        name="tiny",
+        frontend_channels=_scaled(_SMALL.frontend_channels, 0.25),
+        context_channels=_scaled(_SMALL.context_channels, 0.25),
+        head_hidden=_scaled(_SMALL.head_hidden, 0.25),
+    ),
+    "realtime": replace(_SMALL, name="realtime", past_ms=448.0, future_ms=64.0, smoothing=True),
+    "edge": StudentConfig(
+        name="edge",
+        past_ms=192.0,
+        future_ms=32.0,
+        frontend_channels=(16, 32, 32),
+        context_channels=(32, 32),
+        context_dilations=(2, 4),
+        head_hidden=(24,),
+    ),
+    "causal": StudentConfig(
+        name="causal",
+        past_ms=320.0,
+        future_ms=0.0,
+        frontend_channels=(16, 32, 64),
+        context_channels=(64, 64),
+        context_dilations=(1, 2),
+        head_hidden=(24,),
+    ),
+}
+
+
+def preset(name: str, **overrides: Any) -> StudentConfig:
+    """A preset config, optionally with fields replaced (``preset("tiny", future_ms=32.0)``)."""
+    if name not in PRESETS:
+        msg = f"unknown student preset {name!r}; choose from {', '.join(PRESETS)}"
+        raise StudentConfigError(msg)
+    return replace(PRESETS[name], **overrides)
+
+
+class Student(nn.Module):
+    """Conv/FC student: ``forward(window [B, W]) -> [B, C]`` curves in [0, 1] (see the module docstring)."""
+
+    def __init__(self, config: StudentConfig):
+        super().__init__()
+        self.config = config
+        self.frontend = nn.ModuleList()
+        c_in = 1
+        for c_out, stride in zip(config.frontend_channels, config.strides):
+            self.frontend.append(nn.Conv1d(c_in, c_out, kernel_size=stride, stride=stride))
+            c_in = c_out
+        self.context = nn.ModuleList()
+        for c_out, dil in zip(config.context_channels, config.context_dilations):
+            self.context.append(nn.Conv1d(c_in, c_out, kernel_size=3, dilation=dil))
+            c_in = c_out
+        self.head = nn.ModuleList()
+        kernel = config.head_kernel
+        for c_out in config.head_hidden:
+            self.head.append(nn.Conv1d(c_in, c_out, kernel_size=kernel))
+            c_in, kernel = c_out, 1
+        self.out = nn.Conv1d(c_in, len(config.channel_names), kernel_size=kernel)
+        for conv in self._layers()[:-1]:  # He init: no normalisation layers, so keep ReLU activations O(1)
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+
+    # ---- time accounting (derived from the modules, never typed in) -------------------------------------------
+
+    def _layers(self) -> list[nn.Conv1d]:
+        return [*self.frontend, *self.context, *self.head, self.out]
+
+    @property
+    def frame_receptive_field(self) -> int:
+        """Samples one raw (unsmoothed) output frame reads, composed layer by layer from kernels/strides/dilations."""
+        rf, jump = 1, 1
+        for conv in self._layers():
+            rf += (conv.kernel_size[0] - 1) * conv.dilation[0] * jump
+            jump *= conv.stride[0]
+        return rf
+
+    @property
+    def hop(self) -> int:
+        """Samples between consecutive output positions of the fully-convolutional pass (product of strides)."""
+        jump = 1
+        for conv in self._layers():
+            jump *= conv.stride[0]
+        return jump
+
+    @property
+    def left_context(self) -> int:
+        """Samples before the anchor that the output reads (the left padding of forward_full), smoothing included."""
+        return self.config.past_samples + self.config.smoothing_step
+
+    @property
+    def window_samples(self) -> int:
+        """Input length of :meth:`forward`: everything one (possibly smoothed) output frame reads."""
+        return self.frame_receptive_field + 2 * self.config.smoothing_step
+
+    @property
+    def receptive_field_samples(self) -> int:
+        return self.window_samples
+
+    @property
+    def lookahead_samples(self) -> int:
+        """Samples at or after the anchor that the output depends on (0 = causal)."""
+        return self.window_samples - self.left_context
+
+    @property
+    def lookahead_ms(self) -> float:
+        return samples_to_ms(self.lookahead_samples)
+
+    def feature_names(self) -> list[str]:
+        return [f"frontend.{i}" for i in range(len(self.frontend))] + [
+            f"context.{i}" for i in range(len(self.context))
+        ]
+
+    def feature_receptive_field(self, name: str) -> int:
+        """Samples one grid position of feature ``name`` covers (frontend layers are pooled to the 64 grid)."""
+        kind, _, idx = name.partition(".")
+        if kind == "frontend":
+            return ANCHOR_QUANTUM
+        if kind == "context" and idx.isdigit() and int(idx) < len(self.context):
+            return ANCHOR_QUANTUM * (1 + sum(2 * c.dilation[0] for c in list(self.context)[: int(idx) + 1]))
+        msg = f"student {self.config.name!r} has no feature layer {name!r}; it has {', '.join(self.feature_names())}"
+        raise StudentConfigError(msg)
+
+    # ---- computation ----------------------------------------------------------------------------------------
+
+    def encode(
+        self, audio: torch.Tensor, *, features: bool = False
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Frontend + context over ``audio`` [B, N] (N a multiple of 64): [B, C, N/64 - sum(2d)] and features.
+
+        Features (if asked) are on the 64-sample grid: frontend layers are average-pooled over each 64-sample cell,
+        so position ``q`` of feature ``f`` covers samples ``[64 q, 64 q + feature_receptive_field(f))``.
+        """
+        x = audio.unsqueeze(1)
+        feats: dict[str, torch.Tensor] = {}
+        for i, conv in enumerate(self.frontend):
+            x = F.relu(conv(x))
+            if features:
+                pool = ANCHOR_QUANTUM * x.shape[-1] // audio.shape[-1]
+                feats[f"frontend.{i}"] = x if pool == 1 else F.avg_pool1d(x, pool)
+        for i, conv in enumerate(self.context):
+            x = F.relu(conv(x))
+            if features:
+                feats[f"context.{i}"] = x
+        return x, feats
+
+    def _head_tail(self, h: torch.Tensor) -> torch.Tensor:
+        for conv in list(self.head)[1:]:
+            h = F.relu(conv(h))
+        return torch.sigmoid(self.out(h))
+
+    def forward(self, window: torch.Tensor) -> torch.Tensor:
+        """One window ``[B, window_samples]`` (the anchor sits ``left_context`` samples in) -> one frame [B, C]."""
+        x, _ = self.encode(window)
+        h = self.head[0](x) if len(self.head) else x
+        if len(self.head):
+            h = F.relu(h)
+        y = self._head_tail(h)  # [B, C, 1 + 2 d / 64]
+        step = self.config.smoothing_step // ANCHOR_QUANTUM
+        if step:
+            y = y[:, :, ::step].mean(dim=-1, keepdim=True)
+        return y[:, :, 0]
+
+    def forward_full(
+        self,
+        audio: torch.Tensor,
+        anchors: torch.Tensor,
+        *,
+        pad: bool = True,
+        return_features: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Frames at many anchors of a long signal: ``audio`` [B, N], ``anchors`` [F] or [B, F] -> [B, F, C].
+
+        ``pad=True`` (whole utterances): zeros are added before and after, exactly as the windowed model sees an
+        utterance edge. ``pad=False`` (training chunks that carry their own context): every anchor must have
+        ``left_context`` samples before it and ``lookahead_samples`` after it inside ``audio``. Anchors must be
+        multiples of 64. The encoder runs once; the head only at the anchors (x3 with smoothing).
+        With ``return_features`` the encoder features come too, indexed from the start of the encoder input
+        (``audio`` shifted by ``left_context`` when ``pad=True``; see :meth:`encode`).
+        """
+        anchors = torch.as_tensor(anchors, dtype=torch.int64, device=audio.device)
+        if anchors.dim() == 1:
+            anchors = anchors.unsqueeze(0).expand(audio.shape[0], -1)
+        if bool((anchors % ANCHOR_QUANTUM != 0).any()):
+            msg = f"forward_full: anchors must be multiples of {ANCHOR_QUANTUM} samples"
+            raise StudentConfigError(msg)
+        left, right = self.left_context, self.lookahead_samples
+        if pad:
+            last = int(anchors.max()) if anchors.numel() else 0
+            total = max(audio.shape[-1], last + 1) + left + right
+            total += -total % ANCHOR_QUANTUM
+            audio = F.pad(audio, (left, total - left - audio.shape[-1]))
+            anchors = anchors + left
+        elif anchors.numel() and (int(anchors.min()) < left or int(anchors.max()) + right > audio.shape[-1]):
+            msg = (
+                f"forward_full: with pad=False every anchor needs {left} samples before and {right} after it"
+            )
+            raise StudentConfigError(msg)
+        usable = audio.shape[-1] - audio.shape[-1] % ANCHOR_QUANTUM
+        enc, feats = self.encode(audio[:, :usable], features=return_features)
+        step = self.config.smoothing_step
+        offsets = (-step, 0, step) if step else (0,)
+        first = self.head[0] if len(self.head) else self.out
+        kernel = first.kernel_size[0]
+        windows = enc.unfold(2, kernel, 1).permute(0, 2, 1, 3)  # [B, Q, C, K]
+        weight = first.weight.reshape(first.out_channels, -1)
+        rows = torch.arange(enc.shape[0], device=enc.device).unsqueeze(1)
+        outs = []
+        for off in offsets:
+            pos = (
+                anchors + off - self.config.past_samples
+            ) // ANCHOR_QUANTUM  # first grid cell of the window
+            x = windows[rows, pos].flatten(2)  # [B, F, C*K]
+            h = (x @ weight.t() + first.bias).transpose(1, 2)  # [B, H, F]
+            if len(self.head):
+                h = self._head_tail(F.relu(h))
+            else:
+                h = torch.sigmoid(h)
+            outs.append(h)
+        y = torch.stack(outs).mean(0) if len(outs) > 1 else outs[0]
+        y = y.transpose(1, 2)
+        return (y, feats) if return_features else y
+
+    def current_config(self) -> StudentConfig:
+        """The config matching the modules as they are now (e.g. after in-place channel pruning)."""
+        return replace(
+            self.config,
+            frontend_channels=tuple(c.out_channels for c in self.frontend),
+            context_channels=tuple(c.out_channels for c in self.context),
+            head_hidden=tuple(c.out_channels for c in self.head),
+        )
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def fp32_bytes(model: nn.Module) -> int:
+    return 4 * count_params(model)
+
+
+def describe(model: Student) -> dict[str, Any]:
+    """Sizes and timing of a student, for cards and tables."""
+    return {
+        "name": model.config.name,
+        "params": count_params(model),
+        "fp32_bytes": fp32_bytes(model),
+        "window_samples": model.window_samples,
+        "past_ms": samples_to_ms(model.left_context),
+        "lookahead_ms": model.lookahead_ms,
+        "smoothing": model.config.smoothing,
+    }
+
+
+def save_student(path: str | os.PathLike, model: Student, **extra: Any) -> None:
+    """Atomically save config (as a plain dict) + state dict (+ JSON-like extras); never pickles modules."""
+    config = model.current_config()
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    atomic_torch_save(
+        path, {"format": CHECKPOINT_FORMAT, "config": config.to_dict(), "state_dict": state, **extra}
+    )
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The raw checkpoint dict (weights_only load: plain tensors and JSON-like values only)."""
+    path = Path(path)
+    if not path.is_file():
+        msg = f"{path}: no student checkpoint here (train one with `compress distill`)"
+        raise StudentConfigError(msg)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable file is a user error
+        msg = f"{path}: not a readable student checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+        raise StudentConfigError(msg) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        msg = f"{path}: not a {CHECKPOINT_FORMAT} checkpoint"
+        raise StudentConfigError(msg)
+    return ckpt
+
+
+def load_student(path: str | os.PathLike) -> Student:
+    """Rebuild a student from its saved config and load its weights (eval mode)."""
+    ckpt = load_checkpoint(path)
+    model = Student(StudentConfig.from_dict(ckpt["config"]))
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        msg = f"{path}: weights do not match the saved config ({str(exc).splitlines()[0]})"
+        raise StudentConfigError(msg) from None
+    return model.eval()

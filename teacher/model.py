@@ -1,0 +1,248 @@
+"""The teacher: frozen Whisper-base features and/or log-mel -> a non-causal conv + BiGRU decoder -> rig curves.
+
+Features are computed per utterance, averaged onto the rig-frame grid (``teacher.features.to_frames``) and
+normalised with statistics of the training set kept in the checkpoint; the decoder then sees the whole
+utterance in both directions. A checkpoint (``teacher.pt``) is ``{"config": TeacherConfig.to_dict(),
+"state_dict": ..., "encoder": EncoderConfig.to_dict()}``; the architecture is rebuilt from the config, nothing
+is pickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from teacher.constants import ARKIT_52, DEFAULT_FPS, SUPPORTED_FPS, num_frames
+from teacher.encoder import (
+    DEFAULT_ENCODER,
+    ENCODER_DIM,
+    ENCODER_RATE,
+    EncoderConfig,
+    WhisperEncoder,
+    cache_root,
+    encoder_identity,
+)
+from teacher.errors import FacedistillError
+from teacher.features import MEL_RATE, N_MELS, log_mel, to_frames
+from teacher.fsutil import atomic_path, sha256_file
+
+FEATURE_KINDS = ("whisper", "logmel", "both")
+
+
+class TeacherError(FacedistillError, ValueError):
+    """A teacher checkpoint that cannot be used."""
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Architecture of the teacher decoder (everything needed to rebuild it from a state dict)."""
+
+    features: str = "both"  # "whisper" | "logmel" | "both"
+    conv_channels: int = 256
+    conv_kernel: int = 5
+    gru_hidden: int = 128
+    gru_layers: int = 2
+    dropout: float = 0.1
+    fps: int = DEFAULT_FPS
+    channel_names: tuple[str, ...] = field(default=ARKIT_52)
+    version: int = 1
+
+    def __post_init__(self):
+        object.__setattr__(self, "channel_names", tuple(self.channel_names))
+        if self.features not in FEATURE_KINDS:
+            msg = f"TeacherConfig.features must be one of {FEATURE_KINDS}, got {self.features!r}"
+            raise ValueError(msg)
+        if self.fps not in SUPPORTED_FPS:
+            msg = f"TeacherConfig.fps must be one of {SUPPORTED_FPS}, got {self.fps}"
+            raise ValueError(msg)
+        if self.conv_kernel % 2 == 0 or min(self.conv_channels, self.gru_hidden, self.gru_layers) < 1:
+            msg = "TeacherConfig: conv_kernel must be odd and sizes positive"
+            raise ValueError(msg)
+        if not self.channel_names:
+            msg = "TeacherConfig.channel_names is empty"
+            raise ValueError(msg)
+
+    @property
+    def input_dim(self) -> int:
+        return {"whisper": ENCODER_DIM, "logmel": N_MELS, "both": ENCODER_DIM + N_MELS}[self.features]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channel_names"] = list(self.channel_names)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TeacherConfig:
+        return cls(**d)
+
+
+class TeacherDecoder(nn.Module):
+    """[B, F, D] frame-aligned features -> [B, F, C] curves in [0, 1]; sees past and future (non-causal)."""
+
+    def __init__(self, config: TeacherConfig):
+        super().__init__()
+        self.config = config
+        c, k = config.conv_channels, config.conv_kernel
+        self.register_buffer("feat_mean", torch.zeros(config.input_dim))
+        self.register_buffer("feat_std", torch.ones(config.input_dim))
+        self.convs = nn.Sequential(
+            nn.Conv1d(config.input_dim, c, k, padding=k // 2),
+            nn.GELU(),
+            nn.Dropout(config.dropout),
+            nn.Conv1d(c, c, k, padding=k // 2),
+            nn.GELU(),
+        )
+        self.gru = nn.GRU(
+            c,
+            config.gru_hidden,
+            num_layers=config.gru_layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=config.dropout if config.gru_layers > 1 else 0.0,
+        )
+        self.head = nn.Linear(2 * config.gru_hidden, len(config.channel_names))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        x = (feats - self.feat_mean) / self.feat_std
+        x = self.convs(x.transpose(1, 2)).transpose(1, 2)
+        x, _ = self.gru(x)
+        return torch.sigmoid(self.head(x))
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class FeatureExtractor:
+    """Frame-aligned teacher inputs [F, D] for a list of clips, optionally cached on disk by audio sha256."""
+
+    def __init__(
+        self,
+        kind: str,
+        fps: int,
+        *,
+        encoder_config: EncoderConfig = DEFAULT_ENCODER,
+        cache_dir: str | os.PathLike | None = None,
+    ):
+        self.kind, self.fps, self.encoder_config = kind, fps, encoder_config
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self._encoder: WhisperEncoder | None = None
+
+    @property
+    def encoder(self) -> WhisperEncoder:
+        if self._encoder is None:
+            self._encoder = WhisperEncoder(self.encoder_config)
+        return self._encoder
+
+    def _key(self, audio: np.ndarray) -> str:
+        enc = encoder_identity(self.encoder_config) if self.kind != "logmel" else "none"
+        h = hashlib.sha256(np.ascontiguousarray(audio, dtype=np.float32).tobytes())
+        h.update(f"{self.kind}:{self.fps}:{enc}".encode())
+        return h.hexdigest()
+
+    def __call__(self, audios: list[np.ndarray]) -> list[np.ndarray]:
+        out: list[np.ndarray | None] = [None] * len(audios)
+        keys = [self._key(a) for a in audios] if self.cache_dir is not None else []
+        if self.cache_dir is not None:
+            for i, key in enumerate(keys):
+                path = self.cache_dir / key[:2] / f"{key}.npy"
+                if path.is_file():
+                    out[i] = np.load(path)
+        todo = [i for i, o in enumerate(out) if o is None]
+        if todo:
+            fresh = self._compute([audios[i] for i in todo])
+            for i, feats in zip(todo, fresh):
+                out[i] = feats
+                if self.cache_dir is not None:
+                    path = self.cache_dir / keys[i][:2] / f"{keys[i]}.npy"
+                    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                        np.save(fh, feats)
+        return out  # type: ignore[return-value]
+
+    def _compute(self, audios: list[np.ndarray]) -> list[np.ndarray]:
+        n = [num_frames(len(a), self.fps) for a in audios]
+        parts: list[list[np.ndarray]] = [[] for _ in audios]
+        if self.kind in ("whisper", "both"):
+            for i, f in enumerate(self.encoder.encode_batch(audios)):
+                parts[i].append(to_frames(f, ENCODER_RATE, n[i], self.fps))
+        if self.kind in ("logmel", "both"):
+            for i, a in enumerate(audios):
+                parts[i].append(to_frames(log_mel(a), MEL_RATE, n[i], self.fps))
+        return [np.concatenate(p, axis=1).astype(np.float32) for p in parts]
+
+
+def default_feature_cache() -> Path:
+    return cache_root() / "features"
+
+
+class Teacher:
+    """A trained teacher: ``predict(audio) -> [F, C]`` curves at ``fps`` for 16 kHz audio of any length."""
+
+    def __init__(
+        self,
+        config: TeacherConfig,
+        decoder: TeacherDecoder,
+        *,
+        encoder_config: EncoderConfig = DEFAULT_ENCODER,
+        identity: str = "untrained",
+        label_mean: np.ndarray | None = None,
+    ):
+        self.config = config
+        self.label_mean = label_mean  # mean of the training labels: the predict-the-mean baseline
+        self.decoder = decoder.eval()
+        self.features = FeatureExtractor(config.features, config.fps, encoder_config=encoder_config)
+        self.identity = identity
+
+    @property
+    def fps(self) -> int:
+        return self.config.fps
+
+    @property
+    def channel_names(self) -> list[str]:
+        return list(self.config.channel_names)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Teacher:
+        path = Path(path)
+        if path.is_dir():
+            path = path / "teacher.pt"
+        if not path.is_file():
+            msg = f"{path}: no teacher checkpoint here (train one with `compress teacher train`)"
+            raise TeacherError(msg)
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            config = TeacherConfig.from_dict(ckpt["config"])
+            decoder = TeacherDecoder(config)
+            decoder.load_state_dict(ckpt["state_dict"])
+            enc = EncoderConfig.from_dict(ckpt["encoder"])
+            mean = ckpt.get("label_mean")
+        except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+            msg = f"{path}: not a usable teacher checkpoint ({str(exc).splitlines()[0]})"
+            raise TeacherError(msg) from None
+        label_mean = None if mean is None else mean.numpy()
+        return cls(config, decoder, encoder_config=enc, identity=sha256_file(path), label_mean=label_mean)
+
+    def size(self) -> dict:
+        """Decoder params/bytes, plus the frozen encoder's when Whisper features are used."""
+        out = {
+            "decoder_params": count_params(self.decoder),
+            "decoder_bytes_fp32": 4 * count_params(self.decoder),
+        }
+        if self.config.features != "logmel":
+            out.update(self.features.encoder.size())
+        return out
+
+    @torch.no_grad()
+    def predict_batch(self, audios: list[np.ndarray]) -> list[np.ndarray]:
+        """Curves [num_frames(n_i, fps), C] for each clip (features for the whole list are packed together)."""
+        feats = self.features(audios)
+        return [self.decoder(torch.from_numpy(f)[None])[0].numpy() for f in feats]
+
+    def predict(self, audio: np.ndarray) -> np.ndarray:
+        return self.predict_batch([audio])[0]

@@ -1,0 +1,100 @@
+"""Export: every binary runs in its runtime and matches PyTorch; broken or secretly-float binaries are refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import compress.export as ex
+from compress.card import card_path
+from students.model import Student, StudentConfig
+
+
+def tiny_student(seed: int = 0) -> Student:
+    torch.manual_seed(seed)
+    config = StudentConfig(
+        name="t",
+        past_ms=32.0,
+        future_ms=32.0,
+        frontend_channels=(8, 8, 16),
+        context_channels=(16,),
+        context_dilations=(1,),
+        head_hidden=(16,),
+        channel_names=("jawOpen", "mouthClose", "mouthFunnel", "mouthPucker"),
+    )
+    return Student(config).eval()
+
+
+def speechlike(n: int, width: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(width)[None]
+    tone = np.sin(t * rng.uniform(0.01, 0.3, (n, 1))) * rng.uniform(0.05, 0.5, (n, 1))
+    return (tone + 0.02 * rng.standard_normal((n, width))).astype(np.float32)
+
+
+def test_all_binaries_match_pytorch_and_int8_is_int8(tmp_path):
+    model = tiny_student()
+    w = model.window_samples
+    paths = ex.export(
+        model, speechlike(32, w, 0), speechlike(16, w, 1), tmp_path, name="t", parent_sha256="abc"
+    )
+    assert sorted(p.name for p in paths) == ["t.fp32.onnx", "t.fp32.tflite", "t.int8.onnx", "t.int8.tflite"]
+    for path in paths:
+        card = json.loads(card_path(path).read_text())
+        assert card["parity"]["max_abs_diff"] <= card["parity"]["tolerance"]
+        assert card["input"]["window_samples"] == w and card["output"]["channel_names"][1] == "mouthClose"
+        assert card["file_bytes"] == path.stat().st_size and card["parent_sha256"] == "abc"
+    assert ex.onnx_float_weight_layers(tmp_path / "t.int8.onnx") == []
+    assert ex.tflite_float_weight_ops(tmp_path / "t.int8.tflite") == []
+    assert len(ex.onnx_float_weight_layers(tmp_path / "t.fp32.onnx")) == 6  # the check sees float weights
+    assert (tmp_path / "t.int8.onnx").stat().st_size < 0.5 * (tmp_path / "t.fp32.onnx").stat().st_size
+
+
+def test_binary_that_drifts_is_refused_and_not_written(tmp_path, monkeypatch):
+    model = tiny_student()
+    broken = tiny_student()
+    with torch.no_grad():
+        broken.head[0].weight.mul_(3.0)  # a "wrong model" reaches the exporter
+    real = ex._export_onnx_fp32
+    monkeypatch.setattr(ex, "_export_onnx_fp32", lambda _m, example, path: real(broken, example, path))
+    w = model.window_samples
+    config = ex.ExportConfig(formats=("onnx",), dtypes=("fp32",))
+    with pytest.raises(ex.ExportError, match="refused"):
+        ex.export(model, speechlike(8, w, 0), speechlike(8, w, 1), tmp_path, name="t", config=config)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_binary_with_float_weights_is_refused(tmp_path, monkeypatch):
+    model = tiny_student()
+    monkeypatch.setattr(ex, "_quantize_onnx", lambda *a: None)  # "int8" export silently stays float
+    w = model.window_samples
+    config = ex.ExportConfig(formats=("onnx",), dtypes=("int8",))
+    with pytest.raises(ex.ExportError, match="float weights"):
+        ex.export(model, speechlike(8, w, 0), speechlike(8, w, 1), tmp_path, name="t", config=config)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_keep_float_layer_is_allowed_and_listed(tmp_path):
+    model = tiny_student()
+    w = model.window_samples
+    config = ex.ExportConfig(formats=("onnx",), dtypes=("int8",), keep_float=("out",))
+    (path,) = ex.export(model, speechlike(16, w, 0), speechlike(8, w, 1), tmp_path, name="t", config=config)
+    assert ex.onnx_float_weight_layers(path) == ["out"]
+    assert json.loads(card_path(path).read_text())["quantization"]["keep_float"] == ["out"]
+    with pytest.raises(ex.ExportError, match="not weight layers"):
+        bad = ex.ExportConfig(formats=("onnx",), dtypes=("int8",), keep_float=("nope",))
+        ex.export(model, speechlike(16, w, 0), speechlike(8, w, 1), tmp_path / "x", name="t", config=bad)
+
+
+def test_rerun_skips_up_to_date_binary(tmp_path):
+    model = tiny_student()
+    w = model.window_samples
+    config = ex.ExportConfig(formats=("onnx",), dtypes=("fp32",))
+    args = (model, speechlike(8, w, 0), speechlike(8, w, 1), tmp_path)
+    (path,) = ex.export(*args, name="t", config=config, parent_sha256="p")
+    stamp = path.stat().st_mtime_ns
+    ex.export(*args, name="t", config=config, parent_sha256="p")
+    assert path.stat().st_mtime_ns == stamp

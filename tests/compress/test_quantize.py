@@ -1,0 +1,80 @@
+"""Quantization: the sensitivity report finds the layer that quantizes worst; QAT keeps the architecture."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from compress.quantize import QuantizeConfig, QuantizeError, qat_finetune, quantize_pt2e, sensitivity
+from students.model import Student, StudentConfig
+
+
+def tiny_student(seed: int = 0) -> Student:
+    torch.manual_seed(seed)
+    config = StudentConfig(
+        name="t",
+        past_ms=32.0,
+        future_ms=32.0,
+        frontend_channels=(8, 8, 16),
+        context_channels=(16,),
+        context_dilations=(1,),
+        head_hidden=(16,),
+        channel_names=("jawOpen", "mouthClose", "mouthFunnel", "mouthPucker"),
+    )
+    return Student(config).eval()
+
+
+def speechlike(n: int, width: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(width)[None]
+    tone = np.sin(t * rng.uniform(0.01, 0.3, (n, 1))) * rng.uniform(0.05, 0.5, (n, 1))
+    return (tone + 0.02 * rng.standard_normal((n, width))).astype(np.float32)
+
+
+@pytest.mark.parametrize("layer", ["frontend.0", "head.0", "out"])
+def test_sensitivity_ranks_the_outlier_layer_first(layer):
+    model = tiny_student()
+    w = model.window_samples
+    conv = dict(model.named_modules())[layer]
+    with torch.no_grad():  # one huge weight per output channel: per-channel int8 flushes the others to zero
+        conv.weight[:, 0, 0] *= 200.0
+    rows = sensitivity(model, speechlike(32, w, 0), speechlike(16, w, 1))
+    assert rows[0]["layer"] == layer
+    assert {r["layer"] for r in rows} == {
+        "frontend.0",
+        "frontend.1",
+        "frontend.2",
+        "context.0",
+        "head.0",
+        "out",
+    }
+    assert rows[0]["mse"] > 10 * rows[1]["mse"]
+
+
+def test_pt2e_keep_float_leaves_layer_unquantized():
+    model = tiny_student()
+    w = model.window_samples
+    quantized, _ = quantize_pt2e(model, speechlike(8, w, 0), keep_float=("out",))
+    code = quantized.code
+    assert code.count("quantize_per_channel") == 5  # every conv weight but the kept-float output layer
+    with pytest.raises(QuantizeError, match="not weight layers"):
+        quantize_pt2e(model, speechlike(8, w, 0), keep_float=("nope",))
+
+
+def test_qat_returns_same_architecture_with_adapted_weights():
+    model = tiny_student()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tuned = qat_finetune(
+        model, speechlike(32, model.window_samples, 0), config=QuantizeConfig(qat_steps=3, qat_batch=8)
+    )
+    assert tuned.config == model.config
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # input untouched
+    assert any(not torch.equal(before[k], v) for k, v in tuned.state_dict().items())
+
+
+def test_config_round_trips_and_validates():
+    config = QuantizeConfig(keep_float=("out",), qat_steps=10)
+    assert QuantizeConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(QuantizeError):
+        QuantizeConfig(qat_steps=-1)

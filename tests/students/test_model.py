@@ -1,0 +1,153 @@
+"""Student architecture: exact lookahead, fully-convolutional == windowed, checkpoints without pickled modules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from students.model import (
+    PRESETS,
+    Student,
+    StudentConfigError,
+    count_params,
+    describe,
+    load_student,
+    preset,
+    save_student,
+)
+from teacher.constants import ANCHOR_QUANTUM, ms_to_samples
+
+torch.set_num_threads(1)
+
+
+def _model(name: str, **overrides) -> Student:
+    torch.manual_seed(0)
+    model = Student(preset(name, **overrides)).eval()
+    # random weights large enough that every input sample reaches the output (default init is tiny after ReLUs)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.5 / max(1, p[0].numel()) ** 0.5 if p.dim() > 1 else 0.1)
+    return model
+
+
+def _frame(model: Student, audio: torch.Tensor, anchor: int) -> torch.Tensor:
+    with torch.no_grad():
+        return model.forward_full(audio, torch.tensor([anchor]))[0, 0]
+
+
+CASES = [*PRESETS, "tiny+smoothing"]
+
+
+def _case(name: str) -> Student:
+    if name == "tiny+smoothing":
+        return _model("tiny", smoothing=True, future_ms=32.0)
+    return _model(name)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_lookahead_is_exact(name: str) -> None:
+    model = _case(name)
+    gen = torch.Generator().manual_seed(1)
+    audio = 0.3 * torch.randn(1, 16000, generator=gen)
+    anchor = 8000
+    base = _frame(model, audio, anchor)
+    ahead = anchor + model.lookahead_samples  # first sample the frame must NOT read
+    before = anchor - model.left_context - 1  # last sample before the window
+
+    later = audio.clone()
+    later[0, ahead:] += torch.randn(16000 - ahead, generator=gen)
+    assert torch.equal(_frame(model, later, anchor), base), "audio beyond the lookahead changed the frame"
+
+    earlier = audio.clone()
+    earlier[0, : before + 1] += torch.randn(before + 1, generator=gen)
+    assert torch.equal(_frame(model, earlier, anchor), base), "audio before the past window changed the frame"
+
+    for edge in (ahead - 1, before + 1):  # the last and the first sample inside the window both matter
+        poked = audio.clone()
+        poked[0, edge] += 1.0
+        assert not torch.equal(_frame(model, poked, anchor), base), f"sample {edge - anchor:+d} was ignored"
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_full_pass_equals_windowed_model(name: str) -> None:
+    model = _case(name)
+    n = 9000
+    audio = 0.3 * torch.randn(2, n, generator=torch.Generator().manual_seed(2))
+    anchors = torch.arange(0, n + 64, 64 * 17)  # includes anchors near both edges (zero-padded)
+    with torch.no_grad():
+        full = model.forward_full(audio, anchors)
+    padded = torch.nn.functional.pad(audio, (model.left_context, model.window_samples))
+    windows = torch.stack([padded[:, a : a + model.window_samples] for a in anchors.tolist()], dim=1)
+    with torch.no_grad():
+        windowed = model(windows.flatten(0, 1)).view(2, len(anchors), -1)
+    assert full.shape == (2, len(anchors), len(model.config.channel_names))
+    torch.testing.assert_close(full, windowed, atol=1e-5, rtol=0)
+    assert float(full.min()) >= 0.0 and float(full.max()) <= 1.0
+
+
+def test_chunk_mode_and_per_item_anchors_match_padded_mode() -> None:
+    model = _model("realtime")
+    audio = 0.3 * torch.randn(1, 20000, generator=torch.Generator().manual_seed(3))
+    anchors = torch.tensor([[8000, 11200, 14400]])
+    with torch.no_grad():
+        whole = model.forward_full(audio, anchors)
+    start = 8000 - model.left_context - 64 * 3
+    chunk = audio[:, start : 14400 + model.lookahead_samples + 128]
+    with torch.no_grad():
+        part = model.forward_full(chunk, anchors - start, pad=False)
+    torch.testing.assert_close(part, whole, atol=1e-6, rtol=0)
+    with pytest.raises(StudentConfigError):
+        model.forward_full(chunk, torch.tensor([64]), pad=False)
+
+
+def test_lookahead_is_derived_from_layers() -> None:
+    assert _model("small").lookahead_ms == 256.0
+    assert _model("causal").lookahead_ms == 0.0
+    assert _model("realtime").lookahead_ms == 64.0 + 16.0  # 64 ms of audio + one 16 ms smoothing step
+    assert _model("edge").lookahead_ms <= 32.0 and count_params(_model("edge")) <= 50_000
+    assert 2.5e6 < count_params(_model("small")) < 3.5e6
+    cfg = preset("tiny", future_ms=32.0)
+    assert Student(cfg).window_samples == ms_to_samples(cfg.past_ms + cfg.future_ms)
+
+
+def test_bad_windows_are_refused() -> None:
+    with pytest.raises(StudentConfigError, match="multiple of 4"):
+        preset("tiny", future_ms=30.0)
+    with pytest.raises(StudentConfigError, match="receptive field"):
+        preset("tiny", past_ms=4.0, future_ms=0.0)
+    with pytest.raises(StudentConfigError, match="multiply"):
+        preset("tiny", strides=(4, 4, 2), frontend_channels=(8, 8, 8))
+    with pytest.raises(StudentConfigError, match="unknown student preset"):
+        preset("huge")
+
+
+def test_features_share_the_anchor_grid() -> None:
+    model = _model("tiny")
+    audio = torch.randn(1, 64 * 200)
+    enc, feats = model.encode(audio, features=True)
+    assert list(feats) == model.feature_names()
+    for name, f in feats.items():
+        expected = 200 - (model.feature_receptive_field(name) // ANCHOR_QUANTUM - 1)
+        assert f.shape[-1] == expected, name
+    assert torch.equal(feats["context.1"], enc)
+
+
+def test_checkpoint_round_trip_including_pruned_widths(tmp_path) -> None:
+    model = _model("tiny")
+    pruned = Student(preset("tiny", frontend_channels=(8, 16, 48), context_channels=(40, 64)))
+    for m in (model, pruned):
+        path = tmp_path / f"{id(m)}.pt"
+        save_student(path, m, note="hello")
+        back = load_student(path)
+        assert back.config == m.current_config()
+        window = torch.randn(3, m.window_samples)
+        with torch.no_grad():
+            assert torch.equal(back(window), m.eval()(window))
+        raw = torch.load(path, weights_only=True)
+        assert raw["note"] == "hello" and isinstance(raw["config"], dict)
+    assert describe(back)["params"] == count_params(pruned)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(StudentConfigError, match="junk.pt"):
+        load_student(tmp_path / "junk.pt")
+    assert np.isfinite(describe(model)["lookahead_ms"])
