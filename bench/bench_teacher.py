@@ -22,7 +22,7 @@ import torch
 
 from teacher.dataset import Dataset, write_manifest, write_shard
 from teacher.label import pseudo_label
-from teacher.model import Teacher, TeacherConfig
+from teacher.model import Teacher, TeacherConfig, default_feature_cache
 from teacher.train import TeacherTrainConfig, evaluate_teacher, train_teacher
 
 
@@ -38,7 +38,12 @@ def labeling_throughput(teacher: Teacher, source: Path, seconds: float) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "src"
         entries = [
-            write_shard(src / "shards" / f"shard-{i:05d}.npz", utts[i : i + 16], fps=ds.fps, n_channels=len(ds.channel_names))
+            write_shard(
+                src / "shards" / f"shard-{i:05d}.npz",
+                utts[i : i + 16],
+                fps=ds.fps,
+                n_channels=len(ds.channel_names),
+            )
             for i in range(0, len(utts), 16)
         ]
         write_manifest(src, entries, name="bench", split=ds.split, fps=ds.fps, channel_names=ds.channel_names,
@@ -46,7 +51,11 @@ def labeling_throughput(teacher: Teacher, source: Path, seconds: float) -> dict:
         t0 = time.time()
         pseudo_label(src, Path(tmp) / "out", teacher=teacher)
         wall = time.time() - t0
-    return {"audio_seconds": round(total, 1), "wall_seconds": round(wall, 1), "audio_s_per_s": round(total / wall, 1)}
+    return {
+        "audio_seconds": round(total, 1),
+        "wall_seconds": round(wall, 1),
+        "audio_s_per_s": round(total / wall, 1),
+    }
 
 
 def main() -> None:
@@ -54,7 +63,9 @@ def main() -> None:
     ap.add_argument("--corpus", default="runs/default/corpus")
     ap.add_argument("--teacher", default="runs/default/teacher")
     ap.add_argument("--seconds", type=float, default=120.0, help="audio used for the throughput measurement")
-    ap.add_argument("--epochs", type=int, default=TeacherTrainConfig().epochs, help="ablation training epochs")
+    ap.add_argument(
+        "--epochs", type=int, default=TeacherTrainConfig().epochs, help="ablation training epochs"
+    )
     ap.add_argument("--skip-ablation", action="store_true")
     args = ap.parse_args()
     corpus = Path(args.corpus)
@@ -63,7 +74,9 @@ def main() -> None:
 
     teacher = Teacher.load(args.teacher)
     results["size"] = teacher.size()
-    source = corpus / "unlabeled" if (corpus / "unlabeled" / "manifest.json").is_file() else corpus / "labeled"
+    source = (
+        corpus / "unlabeled" if (corpus / "unlabeled" / "manifest.json").is_file() else corpus / "labeled"
+    )
     results["labeling"] = labeling_throughput(teacher, source, args.seconds)
     print(json.dumps({k: results[k] for k in ("size", "labeling")}, indent=2))
 
@@ -77,7 +90,9 @@ def main() -> None:
                 t0 = time.time()
                 train_teacher(corpus / "labeled", tmp, config=config)
                 train_s = time.time() - t0
-                m = evaluate_teacher(Teacher.load(Path(tmp) / "teacher.pt"), eval_dir)
+                trained = Teacher.load(Path(tmp) / "teacher.pt")
+                trained.features.cache_dir = default_feature_cache()  # evaluation clips are encoded once
+                m = evaluate_teacher(trained, eval_dir)
             row = {k: m[k] for k in ("mse", "mse_ratio_to_mean", "lip_closure", "jitter_ratio")}
             results["ablation"][kind] = {**row, "train_seconds": round(train_s, 1)}
             print(f"{kind:<10}{m['mse']:>10.5f}{m['mse_ratio_to_mean']:>8.3f}{m['lip_closure']:>7.3f}"

@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     corpus = subparsers.add_parser(
         "corpus",
         help="synthesise / inspect / plot the embedded speech corpus with exact ground-truth curves",
-        description="The embedded corpus: espeak-ng speech in 8 languages with sample-exact phoneme timings and "
+        description="The embedded corpus: espeak-ng speech in 9 languages (en-us, en-gb, de, fr, es, nl, cs; it and pl "
+        "only in test) with sample-exact phoneme timings and "
         "ground-truth ARKit-52 curves from Cohen-Massaro viseme blending. Splits: labeled (small, clean), "
         "unlabeled (large, diverse, augmented; truth kept only for evaluation), test (held-out voices and "
         "languages).",

@@ -136,7 +136,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise FacedistillError(msg)
     teacher_dir = Path(args.teacher) if Path(args.teacher).is_dir() else Path(args.teacher).parent
     out = Path(args.out) if args.out else teacher_dir / "metrics.json"
-    )
     atomic_write_json(out, {"teacher": teacher.identity, "metrics": results})
     print(f"wrote {out}")
     return 0

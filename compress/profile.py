@@ -383,7 +383,7 @@ def _random_feeds(runner: _Runner, shapes: list[tuple[int, ...]], rng: np.random
 
 
 def verify_window_lookahead(
-    runner: _Runner, shapes: list[tuple[int, ...]], past_samples: int, *, trials: int = 4, seed: int = 0
+    runner: _Runner, shapes: list[tuple[int, ...]], past_samples: int, *, trials: int = 8, seed: int = 0
 ) -> dict[str, Any]:
     """Last and first input samples that the output depends on, by perturbing tails and heads of the window.
 

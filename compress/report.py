@@ -149,14 +149,11 @@ def collect_results(run_dir: str | os.PathLike) -> dict[str, Any]:
     models = []
     for card_file in sorted((run_dir / "binaries").glob("*.card.json")):
         card = _read_json(card_file)
-        stem = card_file.name[: -len(".card.json")]
-        binary = next(
-            (p for p in card_file.parent.glob(stem + ".*") if p.suffix in (".onnx", ".tflite")), None
-        )
-        profile = profiles.get(binary.name) if binary else None
-        if binary is not None and card.get("bytes") is None:
-            card = {**card, "bytes": binary.stat().st_size}
-        models.append(model_entry(card, profile, name=stem))
+        binary = card_file.with_name(card_file.name[: -len(".card.json")])  # name.int8.onnx.card.json
+        profile = profiles.get(binary.name)
+        if card.get("bytes") is None:
+            card = {**card, "bytes": binary.stat().st_size if binary.exists() else card.get("file_bytes")}
+        models.append(model_entry(card, profile, name=binary.name))
     results: dict[str, Any] = {"teacher": teacher, "models": models, "reference": [PAPER_REFERENCE]}
     if (run_dir / EXAMPLE_FILE).exists():
         results["example"] = load_example(run_dir / EXAMPLE_FILE)

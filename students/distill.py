@@ -58,7 +58,7 @@ DISTILL_VERSION = 1
 PROGRESS_FORMAT = "facedistill-distill-progress"
 
 # Steps per preset of the default run, sized for ~15 min in total on 2 CPU cores (see bench/bench_distill.py).
-DEFAULT_STEPS = {"small": 900, "tiny": 900, "realtime": 500, "edge": 900, "causal": 900}
+DEFAULT_STEPS = {"small": 300, "tiny": 300, "realtime": 120, "edge": 300, "causal": 300}
 
 
 class DistillError(FacedistillError, ValueError):
@@ -143,7 +143,7 @@ def curve_loss(
     mv = (batch.mask[:, 1:] & batch.mask[:, :-1]).unsqueeze(-1).to(pred.dtype)
     dv = (pred.diff(dim=1) - batch.targets.diff(dim=1)) ** 2 * mv
     vel = dv.sum() / (mv.sum() * n_ch).clamp(min=1)
-    return recon + velocity_weight * vel, {"recon": float(recon), "velocity": float(vel)}
+    return recon + velocity_weight * vel, {"recon": recon.item(), "velocity": vel.item()}
 
 
 def align_features(
@@ -313,10 +313,10 @@ def train_student(
         if trainee.match:
             f_loss = feature_loss(trainee, feats, teacher, batch.audio)
             loss = loss + settings.feature_weight * f_loss
-            last["feature"] = float(f_loss)
+            last["feature"] = f_loss.item()
         if use_labeled:
             loss = loss + settings.labeled_weight * gt_loss
-            last["labeled"] = float(gt_loss)
+            last["labeled"] = gt_loss.item()
         optim.zero_grad(set_to_none=True)
         loss.backward()
         if settings.grad_clip > 0:

@@ -378,22 +378,15 @@ class Student(nn.Module):
         offsets = (-step, 0, step) if step else (0,)
         first = self.head[0] if len(self.head) else self.out
         kernel = first.kernel_size[0]
-        windows = enc.unfold(2, kernel, 1).permute(0, 2, 1, 3)  # [B, Q, C, K]
-        weight = first.weight.reshape(first.out_channels, -1)
-        rows = torch.arange(enc.shape[0], device=enc.device).unsqueeze(1)
-        outs = []
-        for off in offsets:
-            pos = (
-                anchors + off - self.config.past_samples
-            ) // ANCHOR_QUANTUM  # first grid cell of the window
-            x = windows[rows, pos].flatten(2)  # [B, F, C*K]
-            h = (x @ weight.t() + first.bias).transpose(1, 2)  # [B, H, F]
-            if len(self.head):
-                h = self._head_tail(F.relu(h))
-            else:
-                h = torch.sigmoid(h)
-            outs.append(h)
-        y = torch.stack(outs).mean(0) if len(outs) > 1 else outs[0]
+        # first head conv at the anchors only: gather [B, F*S, K, C] windows (cheap backward: index_add into enc)
+        cells = torch.cat([anchors + off - self.config.past_samples for off in offsets], dim=1) // ANCHOR_QUANTUM
+        idx = cells.unsqueeze(-1) + torch.arange(kernel, device=enc.device)
+        rows = torch.arange(enc.shape[0], device=enc.device).view(-1, 1, 1)
+        x = enc.transpose(1, 2)[rows, idx].flatten(2)
+        weight = first.weight.permute(0, 2, 1).reshape(first.out_channels, -1)  # matches the (K, C) order
+        h = (x @ weight.t() + first.bias).transpose(1, 2)  # [B, H, F*S]
+        h = self._head_tail(F.relu(h)) if len(self.head) else torch.sigmoid(h)
+        y = h.unflatten(2, (len(offsets), anchors.shape[1])).mean(2)  # average the smoothing offsets
         y = y.transpose(1, 2)
         return (y, feats) if return_features else y
 

@@ -180,12 +180,12 @@ def plan_split(config: CorpusConfig, split: str) -> list[dict[str, Any]]:
     """Every utterance of a split, drawn from the seed before anything is synthesised."""
     sc: SplitConfig = getattr(config, split)
     rng = np.random.default_rng([config.seed, SPLITS.index(split)])
-    voices = sc.voices()
     plan: list[dict[str, Any]] = []
     budget, estimated = sc.minutes * 60.0, 0.0
     while estimated < budget:
-        voice = voices[int(rng.integers(0, len(voices)))]
-        language = voice.split("+")[0]
+        language = sc.languages[len(plan) % len(sc.languages)]  # round robin: even tiny splits hold every language
+        variant = sc.variants[int(rng.integers(0, len(sc.variants)))]
+        voice = f"{language}+{variant}" if variant else language
         text = sentence(language, rng)
         rate = int(rng.integers(sc.rate[0], sc.rate[1] + 1))
         pitch = int(rng.integers(sc.pitch[0], sc.pitch[1] + 1))

@@ -169,7 +169,7 @@ def train_teacher(
         for v in range(1, n_var):
             audios.append(augment(u.audio, np.random.default_rng([config.seed, i, v]), config))
     feats: list[np.ndarray] = []
-    chunk = 32
+    chunk = 128  # clips per encoder call: fuller 30 s windows
     with tqdm(total=len(audios), desc="teacher features", unit="clip", file=sys.stderr) as bar:
         for s in range(0, len(audios), chunk):
             feats.extend(extractor(audios[s : s + chunk]))

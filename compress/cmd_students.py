@@ -1,0 +1,114 @@
+"""`compress distill` and `compress students`: hybrid distillation of the student presets, and their sizes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from students.distill import DistillConfig, distill
+from students.model import PRESETS, Student, describe
+from teacher.errors import FacedistillError
+from teacher.metrics import format_metrics
+
+DEFAULT_PSEUDO = "runs/default/pseudo"
+DEFAULT_LABELED = "runs/default/corpus/labeled"
+DEFAULT_TEST = "runs/default/corpus/test"
+DEFAULT_STUDENTS = "runs/default/students"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "distill",
+        help="train the student presets from teacher pseudo-labels (stage 1: small; stage 2: the rest)",
+        description="Stage 1 trains `small` on the teacher's pseudo-labels (MSE + velocity loss). Stage 2 freezes "
+        "it as a second teacher: every other preset learns the pseudo-labels plus small's intermediate CNN "
+        "features (1x1 adapters, aligned in time). Each preset trains a fixed number of steps, checkpoints "
+        "atomically and is skipped once done: rerun the same command to resume. Writes OUT/<preset>/student.pt "
+        "and card.json (config, lookahead, params, parent hashes, test metrics). Runs unchanged under "
+        "`torchrun --nproc_per_node=2 -m compress.cli distill ...` (gloo DDP, rank 0 writes).",
+    )
+    p.add_argument("--pseudo", default=DEFAULT_PSEUDO, help=f"pseudo-label dataset folder (default {DEFAULT_PSEUDO})")
+    p.add_argument(
+        "--labeled",
+        default=DEFAULT_LABELED,
+        help="labeled split for the optional ground-truth loss (used when labeled_weight > 0; "
+        f"default {DEFAULT_LABELED})",
+    )
+    p.add_argument("--labeled-weight", type=float, help="weight of the ground-truth loss (default 0 = off)")
+    p.add_argument("--test", default=DEFAULT_TEST, help=f"test split for the card metrics (default {DEFAULT_TEST})")
+    p.add_argument("--no-test", action="store_true", help="skip the test-split evaluation")
+    p.add_argument("--out", default=DEFAULT_STUDENTS, help=f"students folder (default {DEFAULT_STUDENTS})")
+    p.add_argument("--presets", help=f"comma-separated presets (default all: {','.join(PRESETS)})")
+    p.add_argument("--steps", type=int, help="training steps for every preset (default: per-preset table)")
+    p.add_argument("--seed", type=int, help="seed of initialisation and chunk sampling (default 0)")
+    p.add_argument("--quick", action="store_true", help="5 %% of the steps: a smoke run in a couple of minutes")
+    p.add_argument(
+        "--config",
+        help="a DistillConfig as JSON text or a .json file (e.g. a card's distill_config); flags override it",
+    )
+    p.set_defaults(handler=cmd_distill)
+
+    s = subparsers.add_parser(
+        "students",
+        help="list the student presets with parameters, fp32 bytes, window and exact lookahead",
+        description="Every number is measured from the model code (layers, strides, dilations, head kernel, "
+        "smoothing), not typed in. Lookahead = audio after the anchor that one output frame reads.",
+    )
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.set_defaults(handler=cmd_students)
+
+
+def _distill_config(args: argparse.Namespace) -> DistillConfig:
+    data: dict = {}
+    if args.config:
+        text = Path(args.config).read_text() if args.config.endswith(".json") else args.config
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            msg = f"{args.config}: --config is not valid JSON ({exc})"
+            raise FacedistillError(msg) from None
+    if args.presets:
+        data["presets"] = [p.strip() for p in args.presets.split(",") if p.strip()]
+    if args.seed is not None:
+        data["seed"] = args.seed
+    if args.labeled_weight is not None:
+        data["labeled_weight"] = args.labeled_weight
+    if args.steps is not None:
+        data["steps"] = {}
+        data["default_steps"] = args.steps
+    config = DistillConfig.from_dict(data)
+    return config.quick() if args.quick else config
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    config = _distill_config(args)
+    test = None if args.no_test or not Path(args.test, "manifest.json").is_file() else args.test
+    labeled = args.labeled if config.labeled_weight > 0 else None
+    cards = distill(args.pseudo, args.out, config=config, labeled_dir=labeled, test_dir=test)
+    for name, card in cards.items():
+        line = f"{name:<9} params {card['params']:>9,}  lookahead {card['lookahead_ms']:>5g} ms"
+        metrics = card.get("test", {}).get("metrics")
+        if metrics:
+            line += f"  test mse/mean {metrics['mse_ratio_to_mean']:.3f}  lip closure {metrics['lip_closure']:.2f}"
+        print(line)
+        if metrics and name == config.stage1:
+            print(format_metrics(metrics))
+    return 0
+
+
+def cmd_students(args: argparse.Namespace) -> int:
+    rows = [describe(Student(cfg)) for cfg in PRESETS.values()]
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"{'preset':<9} {'params':>10} {'fp32 bytes':>12} {'window ms':>10} {'past ms':>8} {'lookahead ms':>13}")
+    for r in rows:
+        window_ms = r["window_samples"] / 16
+        print(
+            f"{r['name']:<9} {r['params']:>10,} {r['fp32_bytes']:>12,} {window_ms:>10g} {r['past_ms']:>8g} "
+            f"{r['lookahead_ms']:>13g}"
+        )
+    return 0
