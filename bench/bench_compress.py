@@ -27,7 +27,9 @@ from teacher.fsutil import sha256_file
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--presets", default="tiny,small")
     parser.add_argument("--run", type=Path, default=Path("runs/default"))
     parser.add_argument("--ratio", type=float, default=0.5)
@@ -46,7 +48,11 @@ def main() -> None:
         pruned_path = args.out / f"{preset}-pruned.pt"
         if not pruned_path.is_file():
             config = PruneConfig(ratio=args.ratio, finetune_steps=args.finetune_steps)
-            save_student(pruned_path, prune(model, calib, config=config, labels=labels), parent_sha256=sha256_file(ckpt))
+            save_student(
+                pruned_path,
+                prune(model, calib, config=config, labels=labels),
+                parent_sha256=sha256_file(ckpt),
+            )
         variants = {"base": (model, ckpt), "pruned": (load_student(pruned_path), pruned_path)}
         rows = {}
         for variant, (m, path) in variants.items():
@@ -72,7 +78,9 @@ def main() -> None:
                     "lip_closure": card["quality"]["lip_closure"],
                 }
             print(f"{preset}/{variant}: {len(binaries)} binaries in {time.time() - start:.0f} s")
-        print(f"\n{preset}: {'variant/format/dtype':<24}{'bytes':>11}{'params':>10}{'max|Δ|':>10}{'mean|Δ|':>10}{'mse':>10}{'lip':>7}")
+        print(
+            f"\n{preset}: {'variant/format/dtype':<24}{'bytes':>11}{'params':>10}{'max|Δ|':>10}{'mean|Δ|':>10}{'mse':>10}{'lip':>7}"
+        )
         for key, r in rows.items():
             print(
                 f"{'':<{len(preset) + 2}}{key:<24}{r['bytes']:>11,}{r['params']:>10,}{r['max_abs_diff']:>10.2g}"
@@ -84,14 +92,18 @@ def main() -> None:
         small = t["pruned/tflite/int8"]
         rel = small["mse"] / t["base/tflite/fp32"]["mse"] - 1
         ok = small["bytes"] <= 250_000 and rel <= 0.10
-        print(f"target tiny pruned+int8 TFLite <= 0.25 MB, MSE within 10 %: {small['bytes']:,} B, {rel:+.1%} -> {'met' if ok else 'NOT met'}")
+        print(
+            f"target tiny pruned+int8 TFLite <= 0.25 MB, MSE within 10 %: {small['bytes']:,} B, {rel:+.1%} -> {'met' if ok else 'NOT met'}"
+        )
     if "small" in summary:
         s = summary["small"]
         for fmt in ("onnx", "tflite"):
             q, f = s[f"base/{fmt}/int8"], s[f"base/{fmt}/fp32"]
             ratio, rel = q["bytes"] / f["bytes"], q["mse"] / f["mse"] - 1
             ok = ratio <= 0.25 and rel <= 0.03
-            print(f"target small int8 {fmt} <= 1/4 fp32 bytes, MSE within 3 %: {ratio:.3f}x, {rel:+.1%} -> {'met' if ok else 'NOT met'}")
+            print(
+                f"target small int8 {fmt} <= 1/4 fp32 bytes, MSE within 3 %: {ratio:.3f}x, {rel:+.1%} -> {'met' if ok else 'NOT met'}"
+            )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from students.distill import DistillConfig, distill
 from students.model import PRESETS, Student, describe
+from teacher.constants import samples_to_ms
 from teacher.errors import FacedistillError
 from teacher.metrics import format_metrics
 
@@ -29,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and card.json (config, lookahead, params, parent hashes, test metrics). Runs unchanged under "
         "`torchrun --nproc_per_node=2 -m compress.cli distill ...` (gloo DDP, rank 0 writes).",
     )
-    p.add_argument("--pseudo", default=DEFAULT_PSEUDO, help=f"pseudo-label dataset folder (default {DEFAULT_PSEUDO})")
+    p.add_argument(
+        "--pseudo", default=DEFAULT_PSEUDO, help=f"pseudo-label dataset folder (default {DEFAULT_PSEUDO})"
+    )
     p.add_argument(
         "--labeled",
         default=DEFAULT_LABELED,
@@ -37,13 +40,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"default {DEFAULT_LABELED})",
     )
     p.add_argument("--labeled-weight", type=float, help="weight of the ground-truth loss (default 0 = off)")
-    p.add_argument("--test", default=DEFAULT_TEST, help=f"test split for the card metrics (default {DEFAULT_TEST})")
+    p.add_argument(
+        "--test", default=DEFAULT_TEST, help=f"test split for the card metrics (default {DEFAULT_TEST})"
+    )
     p.add_argument("--no-test", action="store_true", help="skip the test-split evaluation")
     p.add_argument("--out", default=DEFAULT_STUDENTS, help=f"students folder (default {DEFAULT_STUDENTS})")
     p.add_argument("--presets", help=f"comma-separated presets (default all: {','.join(PRESETS)})")
     p.add_argument("--steps", type=int, help="training steps for every preset (default: per-preset table)")
     p.add_argument("--seed", type=int, help="seed of initialisation and chunk sampling (default 0)")
-    p.add_argument("--quick", action="store_true", help="5 %% of the steps: a smoke run in a couple of minutes")
+    p.add_argument(
+        "--quick", action="store_true", help="5 %% of the steps: a smoke run in a couple of minutes"
+    )
     p.add_argument(
         "--config",
         help="a DistillConfig as JSON text or a .json file (e.g. a card's distill_config); flags override it",
@@ -104,9 +111,11 @@ def cmd_students(args: argparse.Namespace) -> int:
         json.dump(rows, sys.stdout, indent=2)
         print()
         return 0
-    print(f"{'preset':<9} {'params':>10} {'fp32 bytes':>12} {'window ms':>10} {'past ms':>8} {'lookahead ms':>13}")
+    print(
+        f"{'preset':<9} {'params':>10} {'fp32 bytes':>12} {'window ms':>10} {'past ms':>8} {'lookahead ms':>13}"
+    )
     for r in rows:
-        window_ms = r["window_samples"] / 16
+        window_ms = samples_to_ms(r["window_samples"])
         print(
             f"{r['name']:<9} {r['params']:>10,} {r['fp32_bytes']:>12,} {window_ms:>10g} {r['past_ms']:>8g} "
             f"{r['lookahead_ms']:>13g}"

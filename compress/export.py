@@ -146,7 +146,7 @@ def _up_to_date(path: Path, parent_sha256: str | None, config: ExportConfig) -> 
         return False
     return (
         data.get("parent_sha256") == parent_sha256
-        and data.get("export_config") == config.to_dict()
+        and data.get("export_config") == json.loads(json.dumps(config.to_dict()))
         and data.get("sha256") == sha256_file(path)
     )
 

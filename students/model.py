@@ -379,7 +379,9 @@ class Student(nn.Module):
         first = self.head[0] if len(self.head) else self.out
         kernel = first.kernel_size[0]
         # first head conv at the anchors only: gather [B, F*S, K, C] windows (cheap backward: index_add into enc)
-        cells = torch.cat([anchors + off - self.config.past_samples for off in offsets], dim=1) // ANCHOR_QUANTUM
+        cells = (
+            torch.cat([anchors + off - self.config.past_samples for off in offsets], dim=1) // ANCHOR_QUANTUM
+        )
         idx = cells.unsqueeze(-1) + torch.arange(kernel, device=enc.device)
         rows = torch.arange(enc.shape[0], device=enc.device).view(-1, 1, 1)
         x = enc.transpose(1, 2)[rows, idx].flatten(2)

@@ -1,0 +1,117 @@
+"""Distillation: both stages train, cards say what was made from what, reruns resume and skip finished work."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from students.data import ChunkSampler, evaluate_student, load_split
+from students.distill import DistillConfig, DistillError, align_features, distill, train_student
+from students.model import Student, load_student, preset
+from teacher.constants import ANCHOR_QUANTUM
+
+torch.set_num_threads(1)
+
+FAST = {"batch_size": 4, "chunk_frames": 15, "checkpoint_every": 10, "lr": 3e-3}
+
+
+def test_chunks_carry_exact_anchors_and_context(synthetic) -> None:
+    split = load_split(synthetic["pseudo"])
+    sampler = ChunkSampler(split, frames=15, left=4096, right=1024)
+    batch = sampler.batch(6, np.random.default_rng(0))
+    assert batch.audio.shape == (6, sampler.length) and sampler.length % ANCHOR_QUANTUM == 0
+    assert bool((batch.anchors % ANCHOR_QUANTUM == 0).all())
+    assert int(batch.anchors.min()) >= 4096 and int(batch.anchors.max()) + 1024 <= sampler.length
+    assert batch.mask.any() and float(batch.targets[~batch.mask].abs().sum()) == 0.0
+    with torch.no_grad():
+        frames = Student(preset("tiny", future_ms=64.0)).forward_full(batch.audio, batch.anchors, pad=False)
+    assert frames.shape == (6, 15, 52)
+
+
+def test_align_features_matches_receptive_field_centres() -> None:
+    t = torch.arange(20.0).view(1, 1, 20)  # teacher position q: centre 64 q + 64 * 7 / 2
+    s = torch.arange(22.0).view(1, 1, 22) + 1  # student RF 64 * 3: its position q has centre 64 q + 96
+    a, b = align_features(s, 64 * 3, t, 64 * 7)
+    # student centre 64 q + 96 == teacher centre 64 q' + 224  <=>  q' = q - 2
+    assert torch.equal(a - 1 - 2, b) and a.shape[-1] == 20
+
+
+def test_distill_two_stages_resume_and_skip(synthetic, tmp_path) -> None:
+    config = DistillConfig(presets=("tiny", "edge"), stage1="tiny", steps={"tiny": 60, "edge": 20}, **FAST)
+    out = tmp_path / "students"
+    cards = distill(synthetic["pseudo"], out, config=config, test_dir=synthetic["test"], progress=False)
+    assert set(cards) == {"tiny", "edge"}
+    tiny = cards["tiny"]
+    assert tiny["stage"] == 1 and cards["edge"]["stage"] == 2
+    assert cards["edge"]["parent"]["feature_teacher"] == "tiny"
+    assert cards["edge"]["lookahead_ms"] == 32.0 and "feature" in cards["edge"]["training"]["last_losses"]
+    on_disk = json.loads((out / "tiny" / "card.json").read_text())
+    assert (
+        on_disk["distill_config"] == config.to_dict()
+        and len(on_disk["parent"]["pseudo_labels_manifest_sha256"]) == 64
+    )
+    # the synthetic curves are learnable: 60 tiny steps already beat predicting the mean
+    assert tiny["test"]["metrics"]["mse_ratio_to_mean"] < 0.9
+    model = load_student(out / "tiny" / "student.pt")
+    again = evaluate_student(model, load_split(synthetic["test"], field="truth"), mean_vector=None)
+    assert np.isclose(again["mse"], tiny["test"]["metrics"]["mse"], rtol=1e-5)
+    assert not (out / "tiny" / "checkpoint.pt").exists()
+    before = (out / "tiny" / "student.pt").stat().st_mtime_ns
+    distill(synthetic["pseudo"], out, config=config, progress=False)  # finished presets are skipped
+    assert (out / "tiny" / "student.pt").stat().st_mtime_ns == before
+    with pytest.raises(DistillError, match="another config"):
+        distill(
+            synthetic["pseudo"],
+            out,
+            config=DistillConfig.from_dict({**config.to_dict(), "seed": 1}),
+            progress=False,
+        )
+
+
+def test_interrupted_training_resumes_to_the_same_weights(synthetic, tmp_path, monkeypatch) -> None:
+    split = load_split(synthetic["pseudo"])
+    settings = DistillConfig(**FAST)
+    cfg = preset("edge")
+    ref, _ = train_student(cfg, split, settings=settings, steps=25, progress=False)
+
+    calls = {"n": 0}
+    original = ChunkSampler.batch
+
+    def dying(self, size, rng):
+        calls["n"] += 1
+        if calls["n"] == 16:  # killed after the step-10 checkpoint, before step 20
+            raise KeyboardInterrupt
+        return original(self, size, rng)
+
+    monkeypatch.setattr(ChunkSampler, "batch", dying)
+    ckpt = tmp_path / "checkpoint.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train_student(cfg, split, settings=settings, steps=25, checkpoint=ckpt, progress=False)
+    monkeypatch.setattr(ChunkSampler, "batch", original)
+    resumed, summary = train_student(cfg, split, settings=settings, steps=25, checkpoint=ckpt, progress=False)
+    assert summary["steps_this_run"] == 15
+    for (k, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=k)
+
+
+def test_labeled_loss_and_bad_configs(synthetic, tmp_path) -> None:
+    config = DistillConfig(presets=("edge",), stage1="edge", steps={"edge": 10}, labeled_weight=0.5, **FAST)
+    cards = distill(
+        synthetic["pseudo"], tmp_path / "a", config=config, labeled_dir=synthetic["labeled"], progress=False
+    )
+    assert "labeled" in cards["edge"]["training"]["last_losses"]
+    with pytest.raises(DistillError, match="labeled split"):
+        distill(synthetic["pseudo"], tmp_path / "b", config=config, progress=False)
+    with pytest.raises(DistillError, match="stage-1"):
+        distill(
+            synthetic["pseudo"],
+            tmp_path / "c",
+            config=DistillConfig(presets=("edge",), **FAST),
+            progress=False,
+        )
+    with pytest.raises(DistillError, match="unknown preset"):
+        DistillConfig(presets=("huge",))
+    assert DistillConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
