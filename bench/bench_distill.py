@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from students.data import Split, evaluate_student, load_split
-from students.distill import DistillConfig, _load_pseudo, train_student
+from students.distill import DistillConfig, load_pseudo, train_student
 from students.model import describe, load_student, preset
 
 SWEEP_FUTURE_MS = (0, 16, 32, 64, 128, 256)
@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default="runs/default/corpus", help="corpus with labeled/ and test/ splits")
     ap.add_argument("--pseudo", default="runs/default/pseudo", help="pseudo-label dataset (optional)")
-    ap.add_argument("--small", default="runs/default/students/small/student.pt", help="stage-1 student (hybrid)")
+    ap.add_argument(
+        "--small", default="runs/default/students/small/student.pt", help="stage-1 student (hybrid)"
+    )
     ap.add_argument("--steps", type=int, default=200, help="training steps per variant")
     ap.add_argument("--parts", default="ablation,sweep", help="comma-separated: ablation, sweep")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -60,14 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     corpus = Path(args.corpus)
     labeled = load_split(corpus / "labeled")
     test = load_split(corpus / "test", field="truth")
-    pseudo = _load_pseudo(Path(args.pseudo)) if Path(args.pseudo).exists() else None
+    pseudo = load_pseudo(Path(args.pseudo)) if Path(args.pseudo).exists() else None
     settings = DistillConfig()
     rows: list[dict] = []
     parts = set(args.parts.split(","))
     t0 = time.perf_counter()
 
     def run(name: str, cfg, train: Split, **kw) -> None:
-        model, summary = train_student(cfg, train, settings=kw.pop("settings", settings), steps=args.steps, **kw)
+        model, summary = train_student(
+            cfg, train, settings=kw.pop("settings", settings), steps=args.steps, **kw
+        )
         rows.append(_row(name, model, summary, test, train.target_mean()))
         print(json.dumps(rows[-1]), file=sys.stderr)
 
@@ -82,14 +86,18 @@ def main(argv: list[str] | None = None) -> int:
                 hybrid = DistillConfig(labeled_weight=0.5)
                 run("tiny hybrid", preset("tiny"), pseudo, teacher=small, labeled=labeled, settings=hybrid)
             else:
-                print(f"{args.small} missing: skipping hybrid (run `compress distill` first)", file=sys.stderr)
+                print(
+                    f"{args.small} missing: skipping hybrid (run `compress distill` first)", file=sys.stderr
+                )
     if "sweep" in parts:
         train = pseudo if pseudo is not None else labeled
         source = "pseudo" if pseudo is not None else "labeled"
         for future in SWEEP_FUTURE_MS:
             run(f"tiny future {future} ms ({source})", preset("tiny", future_ms=float(future)), train)
 
-    print(f"\n{'variant':<34}{'lookahead':>10}{'steps':>7}{'s/step':>8}{'mse':>10}{'mse/mean':>10}{'lip':>7}{'jitter':>8}")
+    print(
+        f"\n{'variant':<34}{'lookahead':>10}{'steps':>7}{'s/step':>8}{'mse':>10}{'mse/mean':>10}{'lip':>7}{'jitter':>8}"
+    )
     for r in rows:
         print(
             f"{r['variant']:<34}{r['lookahead_ms']:>10g}{r['steps']:>7}{r['s_per_step']:>8.3f}{r['mse']:>10.5f}"

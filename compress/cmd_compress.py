@@ -102,7 +102,12 @@ def _export(
     model: Student, ckpt: Path, args: argparse.Namespace, *, name: str, dtypes: tuple[str, ...]
 ) -> list[Path]:
     calib, _, heldout = _windows(args, model)
-    config = ExportConfig(formats=tuple(args.formats), dtypes=dtypes, keep_float=tuple(args.keep_float))
+    config = ExportConfig(
+        formats=tuple(args.formats),
+        dtypes=dtypes,
+        keep_float=tuple(args.keep_float),
+        int8_tolerance=args.int8_tolerance,
+    )
     test = load_split(args.test, field="truth") if args.test else None
     start = time.time()
     paths = export(
@@ -254,6 +259,7 @@ def _common(p: argparse.ArgumentParser, *, out_default: Path | None) -> None:
         )
         p.add_argument("--name", default=None, help="binary base name (default: checkpoint stem)")
         p.add_argument("--force", action="store_true", help="rewrite binaries even if up to date")
+        p.add_argument("--int8-tolerance", type=float, default=0.02, help="int8 parity limit, max |Δ| (0.02)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -207,10 +207,32 @@ def _write_graph(
         with torch.no_grad():
             for inputs in calib:
                 prepared(*map(torch.from_numpy, inputs))
-        module = convert_pt2e(prepared, fold_quantize=False)
+        module = _share_concat_qparams(convert_pt2e(prepared, fold_quantize=False))
         kwargs["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
     with _quiet():
         litert_torch.convert(module, example, **kwargs).export(str(path))
+
+
+def _share_concat_qparams(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Give each state concat's int8 input and output one scale (the widest): the LiteRT converter refuses a concat
+    whose quantized operands disagree ("same scale constraint"), which PT2E's separate observers produce."""
+
+    def is_op(node: torch.fx.Node, kind: str) -> bool:
+        return node.op == "call_function" and str(node.target).endswith(f".{kind}_per_tensor.default")
+
+    for node in graph.graph.nodes:
+        if node.op != "call_function" or node.target != torch.ops.aten.cat.default:
+            continue
+        quants = [a.args[0] for a in node.args[0] if is_op(a, "dequantize")]
+        quants += [u for u in node.users if is_op(u, "quantize")]
+        if len(quants) < 2:
+            continue
+        widest = max(quants, key=lambda q: q.args[1])
+        for q in quants:
+            for n in [q, *(u for u in q.users if is_op(u, "dequantize"))]:
+                n.args = (n.args[0], widest.args[1], widest.args[2], *n.args[3:])
+    graph.recompile()
+    return graph
 
 
 def _quantize_onnx(

@@ -83,9 +83,11 @@ class DistillConfig:
     velocity_weight: float = 1.0
     feature_weight: float = 0.1
     match: tuple[str, ...] = ("frontend.2", "context.1")  # layers matched against the stage-1 student
+    feature_chunks: int = 2  # chunks per step given the feature loss (the stage-1 encoder pass is the cost)
     labeled_weight: float = 0.0  # ground-truth loss on the labeled split (needs a labeled dir)
     augment_labeled: bool = True  # gain + noise on labeled chunks
     checkpoint_every: int = 100
+    warm_start: bool = True  # stage 2: start from the stage-1 weights when every tensor shape matches
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "presets", tuple(self.presets))
@@ -98,8 +100,17 @@ class DistillConfig:
             if name not in PRESETS:
                 msg = f"distill config: unknown preset {name!r}; choose from {', '.join(PRESETS)}"
                 raise DistillError(msg)
-        if min(self.batch_size, self.chunk_frames, self.checkpoint_every, self.default_steps) < 1:
-            msg = "distill config: batch_size, chunk_frames, checkpoint_every and default_steps must be >= 1"
+        if (
+            min(
+                self.batch_size,
+                self.chunk_frames,
+                self.checkpoint_every,
+                self.default_steps,
+                self.feature_chunks,
+            )
+            < 1
+        ):
+            msg = "distill config: batch sizes, chunk_frames, checkpoint_every and default_steps must be >= 1"
             raise DistillError(msg)
         if min(self.velocity_weight, self.feature_weight, self.labeled_weight, self.lr) < 0:
             msg = "distill config: weights and lr must be >= 0"
@@ -113,8 +124,9 @@ class DistillConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["presets"], d["match"] = list(self.presets), list(self.match)
-        return d
+        return json.loads(
+            json.dumps(d)
+        )  # JSON-normal form (lists, str keys): compares equal after a round trip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DistillConfig:
@@ -210,6 +222,11 @@ def _rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+def _same_shapes(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape for k in sa)
+
+
 def _lr_at(step: int, steps: int, lr: float) -> float:
     warm = 20
     if step < warm:
@@ -246,6 +263,9 @@ def train_student(
     torch.manual_seed(settings.seed)
     student = Student(config)
     _init_output_bias(student, train.target_mean())
+    warm = teacher is not None and settings.warm_start and _same_shapes(student, teacher)
+    if warm:  # e.g. realtime has small's exact layers; only its window sits elsewhere around the anchor
+        student.load_state_dict(teacher.state_dict())
     trainee = _Trainee(student, teacher, settings.match if settings.feature_weight > 0 else ())
     models = [student] + ([teacher] if teacher is not None else [])
     left = max(m.left_context for m in models)
@@ -311,7 +331,10 @@ def train_student(
             pred, feats = model(batch.audio, batch.anchors)
         loss, last = curve_loss(pred, batch, settings.velocity_weight)
         if trainee.match:
-            f_loss = feature_loss(trainee, feats, teacher, batch.audio)
+            k = min(n, settings.feature_chunks)
+            f_loss = feature_loss(
+                trainee, {name: f[:k] for name, f in feats.items()}, teacher, batch.audio[:k]
+            )
             loss = loss + settings.feature_weight * f_loss
             last["feature"] = f_loss.item()
         if use_labeled:
@@ -347,6 +370,7 @@ def train_student(
         "seconds_this_run": round(seconds, 2),
         "seconds_per_step": round(seconds / ran, 4) if ran else None,
         "world_size": world,
+        "warm_start": warm,
         "batch_size": settings.batch_size,
         "last_losses": last,
     }
@@ -356,7 +380,7 @@ def train_student(
 # ---- the stage ------------------------------------------------------------------------------------------------
 
 
-def _load_pseudo(pseudo_dir: Path) -> Split:
+def load_pseudo(pseudo_dir: Path) -> Split:
     """A pseudo-label dataset folder, or a folder of such folders (their utterances are pooled)."""
     if (pseudo_dir / MANIFEST).is_file():
         return load_split(pseudo_dir)
@@ -408,7 +432,7 @@ def _distill(
     progress: bool,
 ) -> dict[str, dict]:
     rank, world = _rank_world()
-    train = _load_pseudo(pseudo_dir)
+    train = load_pseudo(pseudo_dir)
     labeled = load_split(labeled_dir) if labeled_dir is not None and config.labeled_weight > 0 else None
     if config.labeled_weight > 0 and labeled is None:
         msg = f"distill config: labeled_weight={config.labeled_weight} needs a labeled split (--labeled)"

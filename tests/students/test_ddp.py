@@ -54,4 +54,6 @@ def test_two_gloo_ranks_keep_identical_weights(synthetic, tmp_path) -> None:
         assert torch.equal(value, ckpt["trainee"][f"student.{key}"]), key
     torch.manual_seed(DistillConfig().seed)
     fresh = Student(preset("edge")).state_dict()
-    assert not torch.equal(fresh["frontend.0.weight"], r0["state"]["frontend.0.weight"]), "no training happened"
+    assert not torch.equal(fresh["frontend.0.weight"], r0["state"]["frontend.0.weight"]), (
+        "no training happened"
+    )

@@ -115,3 +115,23 @@ def test_labeled_loss_and_bad_configs(synthetic, tmp_path) -> None:
     with pytest.raises(DistillError, match="unknown preset"):
         DistillConfig(presets=("huge",))
     assert DistillConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_stage2_warm_starts_from_a_same_shaped_teacher(synthetic) -> None:
+    split = load_split(synthetic["pseudo"])
+    torch.manual_seed(5)
+    teacher = Student(preset("tiny")).eval().requires_grad_(False)
+    shifted = preset(
+        "tiny", past_ms=320.0, future_ms=192.0
+    )  # same layers, window moved: like realtime vs small
+    settings = DistillConfig(**{**FAST, "lr": 0.0})
+    student, summary = train_student(
+        shifted, split, settings=settings, steps=2, teacher=teacher, progress=False
+    )
+    assert summary["warm_start"]
+    for key, value in teacher.state_dict().items():
+        assert torch.equal(value, student.state_dict()[key]), key
+    _, cold = train_student(
+        preset("edge"), split, settings=settings, steps=2, teacher=teacher, progress=False
+    )
+    assert not cold["warm_start"]

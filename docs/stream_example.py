@@ -1,0 +1,70 @@
+"""Stream a WAV through an exported streaming student (.tflite step + head) using only its card.
+
+    python docs/stream_example.py runs/default/binaries/edge.stream.int8.tflite.card.json speech.wav > curves.csv
+
+Needs numpy, soundfile and ai-edge-litert only (no facedistill). The WAV must be mono 16 kHz.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from ai_edge_litert.interpreter import Interpreter
+
+
+def to_tensor(x: np.ndarray, t: dict) -> np.ndarray:  # float -> the tensor's dtype (int8 per its scale)
+    q = t["quantization"]
+    return x if q is None else np.clip(np.round(x / q["scale"]) + q["zero_point"], -128, 127).astype(np.int8)
+
+
+def from_tensor(y: np.ndarray, t: dict) -> np.ndarray:
+    q = t["quantization"]
+    return y if q is None else (y.astype(np.float32) - q["zero_point"]) * q["scale"]
+
+
+def stream(card_path: str, wav_path: str) -> np.ndarray:
+    card = json.loads(Path(card_path).read_text())
+    folder, sr, block, sched = (
+        Path(card_path).parent,
+        card["sample_rate"],
+        card["block_samples"],
+        card["schedule"],
+    )
+    runners = {
+        g: Interpreter(model_path=str(folder / s["file"])).get_signature_runner()
+        for g, s in card["graphs"].items()
+    }
+
+    def call(graph: str, *arrays: np.ndarray) -> list[np.ndarray]:
+        spec = card["graphs"][graph]
+        out = runners[graph](**{t["tensor"]: to_tensor(a, t) for t, a in zip(spec["inputs"], arrays)})
+        return [from_tensor(out[t["tensor"]], t) for t in spec["outputs"]]
+
+    audio, rate = sf.read(wav_path, dtype="float32")
+    assert audio.ndim == 1 and rate == sr, "need mono 16 kHz audio"
+    k = np.arange(max(1, -(-len(audio) * sched["fps"] // sr)))  # frames whose anchor lies in the clip
+    anchors = np.array(sched["anchors_first_second"])[k % sched["fps"]] + sr * (k // sched["fps"])
+    points, index = np.unique(anchors[:, None] + sched["head_points_offsets"], return_inverse=True)
+    due = (points + sched["future_samples"]) // block  # the head runs at point p once this many cells are in
+    cells = max(int(due[-1]), -(-len(audio) // block))
+    audio = np.pad(audio, (0, cells * block - len(audio)))  # zeros after the end, as the model was trained
+    state = [
+        np.tile(np.float32(s["initial_value_per_channel"])[:, None], s["shape"][-1])[None]
+        for s in card["state"]
+    ]
+    curves = []
+    for cell in range(cells + 1):
+        while len(curves) < len(points) and due[len(curves)] == cell:
+            curves.append(call("head", state[-1])[0][0])
+        if cell < cells:
+            state = call("step", audio[None, cell * block : (cell + 1) * block], *state)
+    return np.stack(curves)[index.reshape(len(k), -1)].mean(axis=1)  # frame = mean of its head points
+
+
+if __name__ == "__main__":
+    card = json.loads(Path(sys.argv[1]).read_text())
+    frames = stream(sys.argv[1], sys.argv[2])
+    print(",".join(card["output"]["channel_names"]))
+    np.savetxt(sys.stdout, frames, delimiter=",", fmt="%.5f")

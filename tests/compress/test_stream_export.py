@@ -1,0 +1,97 @@
+"""Streaming export: every binary pair streams a held-out clip like the windowed model; the card alone drives it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from compress.export import ExportConfig, ExportError, tflite_float_weight_ops
+from compress.stream_export import export_streaming
+from students.model import Student, preset
+from students.streaming import Streamer
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _model() -> Student:
+    torch.manual_seed(0)
+    cfg = preset("realtime", frontend_channels=(8, 8, 16), context_channels=(16, 16), head_hidden=(8,))
+    model = Student(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.5 / max(1, p[0].numel()) ** 0.5 if p.dim() > 1 else 0.1)
+    return model
+
+
+def _audio(seed: int, seconds: float) -> np.ndarray:
+    return (0.3 * np.random.default_rng(seed).standard_normal(int(16000 * seconds))).astype(np.float32)
+
+
+def _streamed(model: Student, audio: np.ndarray) -> np.ndarray:
+    streamer = Streamer(model)
+    return np.concatenate([streamer.push(audio), streamer.flush()])
+
+
+@pytest.fixture(scope="module")
+def tflite_pair(tmp_path_factory) -> tuple[Student, Path]:
+    model, out = _model(), tmp_path_factory.mktemp("stream")
+    export_streaming(
+        model, [_audio(1, 1.5)], _audio(2, 3.0), out, name="rt", config=ExportConfig(formats=("tflite",))
+    )
+    return model, out
+
+
+@pytest.mark.slow
+def test_tflite_pairs_are_checked_and_carded(tflite_pair) -> None:
+    model, out = tflite_pair
+    for dtype, tolerance in (("fp32", 1e-5), ("int8", 0.02)):
+        card = json.loads((out / f"rt.stream.{dtype}.tflite.card.json").read_text())
+        assert card["parity"]["max_abs_diff"] <= tolerance and card["parity"]["windows"] == 90
+        assert card["lookahead_ms"] == model.lookahead_ms and card["block_samples"] == 64
+        assert [s["name"] for s in card["state"]] == ["context0_state", "context1_state", "head_buffer"]
+        for graph in ("step", "head"):
+            assert (out / card["graphs"][graph]["file"]).is_file()
+            if dtype == "int8":
+                assert tflite_float_weight_ops(out / card["graphs"][graph]["file"]) == []
+        assert card["macs_per_frame"]["streaming"] < card["macs_per_frame"]["windowed"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["fp32", "int8"])
+def test_readme_example_streams_a_wav_from_the_card_alone(tflite_pair, tmp_path, dtype: str) -> None:
+    model, out = tflite_pair
+    spec = importlib.util.spec_from_file_location("stream_example", ROOT / "docs" / "stream_example.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    audio = _audio(3, 2.3)
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, audio, 16000, subtype="FLOAT")
+    frames = example.stream(str(out / f"rt.stream.{dtype}.tflite.card.json"), str(wav))
+    expected = _streamed(model, audio)
+    assert frames.shape == expected.shape
+    assert np.abs(frames - expected).max() <= (1e-5 if dtype == "fp32" else 0.02)
+
+
+@pytest.mark.slow
+def test_onnx_pairs_and_a_refused_pair_leaves_nothing(tmp_path) -> None:
+    model = _model()
+    cards = export_streaming(
+        model, [_audio(1, 1.0)], _audio(2, 2.0), tmp_path, name="rt", config=ExportConfig(formats=("onnx",))
+    )
+    assert [c.name for c in cards] == ["rt.stream.fp32.onnx.card.json", "rt.stream.int8.onnx.card.json"]
+    int8 = json.loads(cards[1].read_text())
+    assert int8["parity"]["max_abs_diff"] <= 0.02 and int8["graphs"]["step"]["inputs"][0]["name"] == "cells"
+    strict = tmp_path / "strict"
+    with pytest.raises(ExportError, match="refused"):
+        export_streaming(
+            model, [_audio(1, 1.0)], _audio(2, 2.0), strict, name="rt",
+            config=ExportConfig(formats=("onnx",), dtypes=("fp32",), fp32_tolerance=1e-12),
+        )  # fmt: skip
+    assert not strict.exists() or not any(strict.iterdir())
