@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "compress.cmd_students",
     "compress.cmd_compress",
     "compress.cmd_profile",
+    "compress.cmd_run",
     "compress.cmd_data",
 )
 

@@ -1,0 +1,235 @@
+"""`compress run`: the whole method on the embedded default, one stage after another, each resumable.
+
+corpus -> teacher -> teacher eval -> pseudo-labels -> hybrid distillation -> prune / quantize / export (windowed
+and streaming binaries) -> profile against the device budgets -> report. Every stage writes its artifact plus a
+JSON card under ``workdir`` and is skipped when that artifact is already there with the same config, so a rerun
+after an interruption (or a crash) resumes where it stopped. ``RunConfig.quick`` runs the same code at toy size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from compress.cmd_compress import evaluate_binary, split_windows
+from compress.cmd_profile import run_profile
+from compress.export import ExportConfig, export
+from compress.prune import PruneConfig, prune
+from compress.report import collect_results, save_example, write_report
+from students.data import load_split
+from students.distill import DistillConfig, distill
+from students.model import load_student, save_student
+from teacher.corpus import CorpusConfig, build_corpus
+from teacher.dataset import Dataset
+from teacher.errors import FacedistillError
+from teacher.fsutil import atomic_write_json, sha256_file
+from teacher.label import LabelConfig, pseudo_label
+from teacher.model import Teacher
+from teacher.constants import frame_anchors
+from teacher.features import resample_curves
+from teacher.train import TeacherTrainConfig, evaluate_teacher, train_teacher
+
+RUN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What `compress run` builds; saved as ``run_config.json`` in the work folder."""
+
+    version: int = RUN_VERSION
+    quick: bool = False
+    seed: int = 0
+    teacher_epochs: int | None = None  # None: the teacher's default (quick: 6)
+    presets: tuple[str, ...] = ("small", "tiny", "realtime", "edge", "causal")
+    ship: tuple[str, ...] = ("tiny", "realtime", "edge", "causal", "small")  # presets exported as binaries
+    prune: dict[str, float] = field(default_factory=lambda: {"tiny": 0.5})  # preset -> channel ratio removed
+    streaming: tuple[str, ...] = ("tiny", "realtime")
+    budgets: tuple[str, ...] = ("paper-tiny", "mobile", "wearable")
+    calib_windows: int = 512
+    parity_windows: int = 64
+    profile_runs: int = 1000
+
+    def __post_init__(self) -> None:
+        for key in ("presets", "ship", "streaming", "budgets"):
+            object.__setattr__(self, key, tuple(getattr(self, key)))
+        missing = [p for p in (*self.ship, *self.prune, *self.streaming) if p not in self.presets]
+        if missing:
+            msg = f"run config: presets {missing} are shipped/pruned/streamed but not distilled"
+            raise FacedistillError(msg)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+
+def _stage(name: str) -> float:
+    print(f"\n=== compress run: {name} ===", file=sys.stderr, flush=True)
+    return time.time()
+
+
+def _done(name: str, start: float, timings: dict[str, float]) -> None:
+    timings[name] = round(time.time() - start, 1)
+    print(f"=== {name}: {timings[name]:.1f} s ===", file=sys.stderr, flush=True)
+
+
+def run_pipeline(workdir: str | Path, reports_dir: str | Path, *, config: RunConfig = RunConfig()) -> dict:
+    """Run (or resume) every stage into ``workdir`` and write the report to ``reports_dir``; returns the summary."""
+    work, reports = Path(workdir), Path(reports_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    saved = work / "run_config.json"
+    if saved.is_file() and json.loads(saved.read_text()) != config.to_dict():
+        msg = f"{saved}: this work folder was made with another run config; use another --workdir or delete it"
+        raise FacedistillError(msg)
+    atomic_write_json(saved, config.to_dict())
+    torch.manual_seed(config.seed)
+    timings: dict[str, float] = {}
+    t_all = time.time()
+
+    corpus = work / "corpus"
+    t = _stage("corpus")
+    corpus_config = CorpusConfig.quick(seed=config.seed) if config.quick else CorpusConfig(seed=config.seed)
+    build_corpus(corpus, config=corpus_config)
+    _done("corpus", t, timings)
+
+    teacher_dir = work / "teacher"
+    t = _stage("teacher")
+    tconfig = TeacherTrainConfig(seed=config.seed)
+    if config.quick:
+        tconfig = replace(tconfig, epochs=6, augment_variants=1)
+    if config.teacher_epochs:
+        tconfig = replace(tconfig, epochs=config.teacher_epochs)
+    train_teacher(corpus / "labeled", teacher_dir, config=tconfig, eval_dir=corpus / "test")
+    teacher = Teacher.load(teacher_dir)
+    _done("teacher", t, timings)
+
+    t = _stage("teacher eval")
+    eval_path = teacher_dir / "metrics.json"
+    if not _fresh(eval_path, teacher.identity):
+        metrics = {split: evaluate_teacher(teacher, corpus / split) for split in ("test", "unlabeled")}
+        atomic_write_json(eval_path, {"teacher": teacher.identity, "metrics": metrics})
+    _done("teacher eval", t, timings)
+
+    pseudo = work / "pseudo"
+    t = _stage("pseudo-labels")
+    pseudo_label(corpus / "unlabeled", pseudo, teacher=teacher, config=LabelConfig())
+    _done("pseudo-labels", t, timings)
+
+    students_dir = work / "students"
+    t = _stage("distillation")
+    dconfig = DistillConfig(presets=config.presets, seed=config.seed)
+    if config.quick:
+        dconfig = dconfig.quick()
+    distill(pseudo, students_dir, config=dconfig, labeled_dir=corpus / "labeled", test_dir=corpus / "test")
+    _done("distillation", t, timings)
+
+    binaries = work / "binaries"
+    t = _stage("prune / quantize / export")
+    calib_split = load_split(corpus / "labeled")
+    test_split = load_split(corpus / "test", field="truth")
+    for name in config.ship:
+        ckpt = students_dir / name / "student.pt"
+        variants = [(name, ckpt, False)]
+        if name in config.prune:
+            variants.append((f"{name}-pruned", _pruned(ckpt, config.prune[name], calib_split, config), True))
+        for label, path, pruned in variants:
+            model = load_student(path)
+            calib, _ = split_windows(calib_split, model, part="calib", count=config.calib_windows, seed=config.seed)
+            held, _ = split_windows(calib_split, model, part="heldout", count=config.parity_windows, seed=1)
+            export(
+                model,
+                calib,
+                held,
+                binaries,
+                name=label,
+                config=ExportConfig(),
+                parent_sha256=sha256_file(path),
+                quality_fn=lambda p, m=model: evaluate_binary(p, m, test_split),
+                extra={"preset": name, "pruned": pruned, "streaming": False},
+            )
+    _export_streaming(students_dir, binaries, calib_split, config)
+    _done("prune / quantize / export", t, timings)
+
+    t = _stage("profile")
+    profile_json = work / "profile" / "binaries.json"
+    all_binaries = sorted(p for p in binaries.iterdir() if p.suffix in (".onnx", ".tflite"))
+    args = argparse.Namespace(
+        binaries=[str(p) for p in all_binaries],
+        budget=",".join(config.budgets),
+        budgets=None,
+        runs=config.profile_runs if not config.quick else 200,
+        warmup=50,
+        json=profile_json,
+    )
+    verdict = run_profile(args)  # prints the tables; 1 = some binary is over some budget (reported, not fatal)
+    _done("profile", t, timings)
+
+    t = _stage("report")
+    _save_example(work, teacher, students_dir, corpus)
+    results = collect_results(work)
+    results["run"] = {
+        "config": config.to_dict(),
+        "stage_seconds": timings,
+        "total_seconds": round(time.time() - t_all, 1),
+        "budget_gate": "pass" if verdict == 0 else "some binaries over budget",
+        "teacher_eval": json.loads(eval_path.read_text())["metrics"],
+    }
+    write_report(work, reports, results=results)
+    _done("report", t, timings)
+    print(f"compress run: done in {time.time() - t_all:.0f} s; report in {reports}/REPORT.md", file=sys.stderr)
+    return results
+
+
+def _fresh(path: Path, identity: str) -> bool:
+    return path.is_file() and json.loads(path.read_text()).get("teacher") == identity
+
+
+def _pruned(ckpt: Path, ratio: float, calib_split, config: RunConfig) -> Path:
+    out = ckpt.with_name(f"student-pruned{round(ratio * 100)}.pt")
+    parent = sha256_file(ckpt)
+    if out.is_file() and torch.load(out, weights_only=True).get("parent_sha256") == parent:
+        return out
+    model = load_student(ckpt)
+    windows, labels = split_windows(calib_split, model, part="calib", count=2048, seed=config.seed)
+    steps = 40 if config.quick else 400
+    pruned = prune(model, windows, config=PruneConfig(ratio=ratio, round_to=4, finetune_steps=steps), labels=labels)
+    save_student(out, pruned, parent_sha256=parent)
+    return out
+
+
+def _export_streaming(students_dir: Path, binaries: Path, calib_split, config: RunConfig) -> None:
+    from compress.stream_export import export_streaming
+
+    for name in config.streaming:
+        ckpt = students_dir / name / "student.pt"
+        export_streaming(load_student(ckpt), calib_split, binaries, name=f"{name}-stream", parent_sha256=sha256_file(ckpt), extra={"preset": name})
+
+
+def _save_example(work: Path, teacher: Teacher, students_dir: Path, corpus: Path) -> None:
+    """One test utterance's audio and curves (ground truth, teacher, students) for the plots and the video."""
+    ds = Dataset(corpus / "test")
+    utt = next(u for u in ds if u.truth is not None and u.meta.get("language") not in ("en-us",))
+    truth = utt.truth
+    curves = {"ground truth": truth}
+    pred = teacher.predict_batch([utt.audio])[0]
+    curves["teacher"] = resample_curves(pred, teacher.fps, len(truth), ds.fps)
+    anchors = torch.from_numpy(frame_anchors(len(truth), ds.fps))
+    for name in ("tiny", "realtime"):
+        if (students_dir / name / "student.pt").is_file():
+            model = load_student(students_dir / name / "student.pt")
+            with torch.no_grad():
+                curves[f"student {name}"] = model.forward_full(torch.from_numpy(utt.audio)[None], anchors)[0].numpy()
+    save_example(
+        work / "example.npz",
+        utterance=utt.id,
+        audio=utt.audio,
+        fps=ds.fps,
+        channel_names=ds.channel_names,
+        curves_by_label={k: np.asarray(v, np.float32) for k, v in curves.items()},
+    )
