@@ -11,7 +11,11 @@ from compress.pipeline import RunConfig, run_pipeline
 def cmd_run(args: argparse.Namespace) -> int:
     workdir = args.workdir or Path("runs/quick" if args.quick else "runs/default")
     reports = args.reports or (workdir / "reports" if args.quick else Path("reports"))
-    run_pipeline(workdir, reports, config=RunConfig(quick=args.quick, seed=args.seed))
+    run_pipeline(
+        workdir,
+        reports,
+        config=RunConfig.quick_config(seed=args.seed) if args.quick else RunConfig(seed=args.seed),
+    )
     return 0
 
 

@@ -21,23 +21,26 @@ import torch
 
 from compress.cmd_compress import evaluate_binary, split_windows
 from compress.cmd_profile import run_profile
-from compress.export import ExportConfig, export
+from compress.export import ExportConfig, ExportError, export
 from compress.prune import PruneConfig, prune
+from compress.quantize import sensitivity
 from compress.report import collect_results, save_example, write_report
 from students.data import load_split
 from students.distill import DistillConfig, distill
 from students.model import load_student, save_student
+from teacher.constants import frame_anchors
 from teacher.corpus import CorpusConfig, build_corpus
 from teacher.dataset import Dataset
 from teacher.errors import FacedistillError
+from teacher.features import resample_curves
 from teacher.fsutil import atomic_write_json, sha256_file
 from teacher.label import LabelConfig, pseudo_label
+from teacher.metrics import evaluate
 from teacher.model import Teacher
-from teacher.constants import frame_anchors
-from teacher.features import resample_curves
 from teacher.train import TeacherTrainConfig, evaluate_teacher, train_teacher
 
 RUN_VERSION = 1
+MAX_KEEP_FLOAT = 2  # int8 binaries may keep this many of their most sensitive layers in float
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,19 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
 
+    @classmethod
+    def quick_config(cls, **overrides: Any) -> RunConfig:
+        """Toy sizes: every stage runs, fewer binaries are shipped (the export/convert step dominates)."""
+        return cls(
+            **{
+                "quick": True,
+                "ship": ("tiny", "edge"),
+                "streaming": ("tiny",),
+                "profile_runs": 200,
+                **overrides,
+            }
+        )
+
 
 def _stage(name: str) -> float:
     print(f"\n=== compress run: {name} ===", file=sys.stderr, flush=True)
@@ -85,7 +101,9 @@ def run_pipeline(workdir: str | Path, reports_dir: str | Path, *, config: RunCon
     work.mkdir(parents=True, exist_ok=True)
     saved = work / "run_config.json"
     if saved.is_file() and json.loads(saved.read_text()) != config.to_dict():
-        msg = f"{saved}: this work folder was made with another run config; use another --workdir or delete it"
+        msg = (
+            f"{saved}: this work folder was made with another run config; use another --workdir or delete it"
+        )
         raise FacedistillError(msg)
     atomic_write_json(saved, config.to_dict())
     torch.manual_seed(config.seed)
@@ -109,17 +127,20 @@ def run_pipeline(workdir: str | Path, reports_dir: str | Path, *, config: RunCon
     teacher = Teacher.load(teacher_dir)
     _done("teacher", t, timings)
 
-    t = _stage("teacher eval")
-    eval_path = teacher_dir / "metrics.json"
-    if not _fresh(eval_path, teacher.identity):
-        metrics = {split: evaluate_teacher(teacher, corpus / split) for split in ("test", "unlabeled")}
-        atomic_write_json(eval_path, {"teacher": teacher.identity, "metrics": metrics})
-    _done("teacher eval", t, timings)
-
     pseudo = work / "pseudo"
     t = _stage("pseudo-labels")
     pseudo_label(corpus / "unlabeled", pseudo, teacher=teacher, config=LabelConfig())
     _done("pseudo-labels", t, timings)
+
+    t = _stage("teacher eval")
+    eval_path = teacher_dir / "metrics.json"
+    if not _fresh(eval_path, teacher.identity):
+        metrics = {
+            "test": evaluate_teacher(teacher, corpus / "test"),
+            "unlabeled": _pseudo_label_quality(pseudo, teacher),
+        }
+        atomic_write_json(eval_path, {"teacher": teacher.identity, "metrics": metrics})
+    _done("teacher eval", t, timings)
 
     students_dir = work / "students"
     t = _stage("distillation")
@@ -133,24 +154,21 @@ def run_pipeline(workdir: str | Path, reports_dir: str | Path, *, config: RunCon
     t = _stage("prune / quantize / export")
     calib_split = load_split(corpus / "labeled")
     test_split = load_split(corpus / "test", field="truth")
+    refusals: list[dict[str, Any]] = []
     for name in config.ship:
         ckpt = students_dir / name / "student.pt"
         variants = [(name, ckpt, False)]
         if name in config.prune:
             variants.append((f"{name}-pruned", _pruned(ckpt, config.prune[name], calib_split, config), True))
         for label, path, pruned in variants:
-            model = load_student(path)
-            calib, _ = split_windows(calib_split, model, part="calib", count=config.calib_windows, seed=config.seed)
-            held, _ = split_windows(calib_split, model, part="heldout", count=config.parity_windows, seed=1)
-            export(
-                model,
-                calib,
-                held,
+            refusals += _ship_one(
+                load_student(path),
+                path,
+                label,
                 binaries,
-                name=label,
-                config=ExportConfig(),
-                parent_sha256=sha256_file(path),
-                quality_fn=lambda p, m=model: evaluate_binary(p, m, test_split),
+                calib_split,
+                test_split,
+                config,
                 extra={"preset": name, "pruned": pruned, "streaming": False},
             )
     _export_streaming(students_dir, binaries, calib_split, config)
@@ -163,11 +181,13 @@ def run_pipeline(workdir: str | Path, reports_dir: str | Path, *, config: RunCon
         binaries=[str(p) for p in all_binaries],
         budget=",".join(config.budgets),
         budgets=None,
-        runs=config.profile_runs if not config.quick else 200,
+        runs=config.profile_runs,
         warmup=50,
         json=profile_json,
     )
-    verdict = run_profile(args)  # prints the tables; 1 = some binary is over some budget (reported, not fatal)
+    verdict = run_profile(
+        args
+    )  # prints the tables; 1 = some binary is over some budget (reported, not fatal)
     _done("profile", t, timings)
 
     t = _stage("report")
@@ -178,16 +198,100 @@ def run_pipeline(workdir: str | Path, reports_dir: str | Path, *, config: RunCon
         "stage_seconds": timings,
         "total_seconds": round(time.time() - t_all, 1),
         "budget_gate": "pass" if verdict == 0 else "some binaries over budget",
+        "refused_binaries": refusals,
         "teacher_eval": json.loads(eval_path.read_text())["metrics"],
     }
     write_report(work, reports, results=results)
     _done("report", t, timings)
-    print(f"compress run: done in {time.time() - t_all:.0f} s; report in {reports}/REPORT.md", file=sys.stderr)
+    print(
+        f"compress run: done in {time.time() - t_all:.0f} s; report in {reports}/REPORT.md", file=sys.stderr
+    )
     return results
+
+
+def _pseudo_label_quality(pseudo: Path, teacher: Teacher) -> dict:
+    """The teacher's pseudo-labels against the unlabeled split's held-back ground truth (no second teacher pass)."""
+    ds = Dataset(pseudo)
+    utts = [u for u in ds if u.truth is not None and u.labels is not None]
+    if not utts:
+        msg = f"{pseudo}: pseudo-labels carry no ground truth to evaluate against"
+        raise FacedistillError(msg)
+    return evaluate(
+        [u.labels for u in utts],
+        [u.truth for u in utts],
+        [u.phonemes for u in utts],
+        channel_names=ds.channel_names,
+        fps=ds.fps,
+        mean_vector=teacher.label_mean,
+    )
 
 
 def _fresh(path: Path, identity: str) -> bool:
     return path.is_file() and json.loads(path.read_text()).get("teacher") == identity
+
+
+def _ship_one(
+    model,
+    ckpt: Path,
+    label: str,
+    binaries: Path,
+    calib_split,
+    test_split,
+    config: RunConfig,
+    *,
+    extra: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Export fp32 + int8 ONNX/TFLite of one student; an int8 binary that fails parity is retried with the most
+    quantization-sensitive layers kept in float (up to ``MAX_KEEP_FLOAT``); what stays refused is reported."""
+    calib, _ = split_windows(calib_split, model, part="calib", count=config.calib_windows, seed=config.seed)
+    held, _ = split_windows(
+        calib_split, model, part="heldout", count=config.parity_windows, seed=config.seed + 1
+    )
+    common = dict(
+        parent_sha256=sha256_file(ckpt),
+        quality_fn=lambda p: evaluate_binary(p, model, test_split),
+        extra=extra,
+    )
+    refusals = []
+    ranking: list[str] | None = None
+    for fmt in ("onnx", "tflite"):
+        export(
+            model,
+            calib,
+            held,
+            binaries,
+            name=label,
+            config=ExportConfig(formats=(fmt,), dtypes=("fp32",)),
+            **common,
+        )
+        keep: tuple[str, ...] = ()
+        while True:
+            try:
+                export(
+                    model,
+                    calib,
+                    held,
+                    binaries,
+                    name=label,
+                    config=ExportConfig(formats=(fmt,), dtypes=("int8",), keep_float=keep),
+                    **common,
+                )
+                break
+            except ExportError as exc:
+                if len(keep) >= MAX_KEEP_FLOAT:
+                    print(f"compress run: {exc}", file=sys.stderr)
+                    refusals.append(
+                        {"binary": f"{label}.int8.{fmt}", "error": str(exc), "keep_float": list(keep)}
+                    )
+                    break
+                if ranking is None:
+                    ranking = [row["layer"] for row in sensitivity(model, calib, held)]
+                keep = tuple(ranking[: len(keep) + 1])
+                print(
+                    f"compress run: {label}.int8.{fmt} failed parity; retrying with {list(keep)} in float",
+                    file=sys.stderr,
+                )
+    return refusals
 
 
 def _pruned(ckpt: Path, ratio: float, calib_split, config: RunConfig) -> Path:
@@ -198,7 +302,9 @@ def _pruned(ckpt: Path, ratio: float, calib_split, config: RunConfig) -> Path:
     model = load_student(ckpt)
     windows, labels = split_windows(calib_split, model, part="calib", count=2048, seed=config.seed)
     steps = 40 if config.quick else 400
-    pruned = prune(model, windows, config=PruneConfig(ratio=ratio, round_to=4, finetune_steps=steps), labels=labels)
+    pruned = prune(
+        model, windows, config=PruneConfig(ratio=ratio, round_to=4, finetune_steps=steps), labels=labels
+    )
     save_student(out, pruned, parent_sha256=parent)
     return out
 
@@ -208,7 +314,14 @@ def _export_streaming(students_dir: Path, binaries: Path, calib_split, config: R
 
     for name in config.streaming:
         ckpt = students_dir / name / "student.pt"
-        export_streaming(load_student(ckpt), calib_split, binaries, name=f"{name}-stream", parent_sha256=sha256_file(ckpt), extra={"preset": name})
+        export_streaming(
+            load_student(ckpt),
+            calib_split,
+            binaries,
+            name=f"{name}-stream",
+            parent_sha256=sha256_file(ckpt),
+            extra={"preset": name},
+        )
 
 
 def _save_example(work: Path, teacher: Teacher, students_dir: Path, corpus: Path) -> None:
@@ -224,7 +337,9 @@ def _save_example(work: Path, teacher: Teacher, students_dir: Path, corpus: Path
         if (students_dir / name / "student.pt").is_file():
             model = load_student(students_dir / name / "student.pt")
             with torch.no_grad():
-                curves[f"student {name}"] = model.forward_full(torch.from_numpy(utt.audio)[None], anchors)[0].numpy()
+                curves[f"student {name}"] = model.forward_full(torch.from_numpy(utt.audio)[None], anchors)[
+                    0
+                ].numpy()
     save_example(
         work / "example.npz",
         utterance=utt.id,

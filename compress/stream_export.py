@@ -50,7 +50,7 @@ CELLS_INPUT, CURVES_OUTPUT = "cells", "curves"
 
 DUE_RULE = (
     "Feed the step one 64-sample cell at a time, starting from the initial state (= an endless run of zeros before "
-    "the stream). Head point p (a sample index) is due once (p + future_samples) / 64 cells have been consumed: "
+    "the stream). Head point p (a sample index) is due once (p + head_future_samples) / 64 cells have been consumed: "
     "then run the head on the current head_buffer state (if that count is 0, before feeding any audio). Frame k "
     "is the mean of the head outputs at its points: anchor_k (+/- smoothing_step_samples when smoothing). "
     "anchor_k = 64 * round_half_even(k * 16000 / (fps * 64)) = anchors_first_second[k % fps] + 16000 * (k // fps). "
@@ -408,7 +408,7 @@ def stream_card(
         "schedule": {
             "fps": timing["fps"],
             "anchors_first_second": [int(a) for a in frame_anchors(timing["fps"], timing["fps"])],
-            "future_samples": timing["future_samples"],
+            "head_future_samples": int(model.config.future_samples),
             "smoothing_step_samples": smoothing,
             "head_points_offsets": [-smoothing, 0, smoothing] if smoothing else [0],
             "lookahead_samples": int(model.lookahead_samples),

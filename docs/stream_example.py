@@ -47,7 +47,9 @@ def stream(card_path: str, wav_path: str) -> np.ndarray:
     k = np.arange(max(1, -(-len(audio) * sched["fps"] // sr)))  # frames whose anchor lies in the clip
     anchors = np.array(sched["anchors_first_second"])[k % sched["fps"]] + sr * (k // sched["fps"])
     points, index = np.unique(anchors[:, None] + sched["head_points_offsets"], return_inverse=True)
-    due = (points + sched["future_samples"]) // block  # the head runs at point p once this many cells are in
+    due = (
+        points + sched["head_future_samples"]
+    ) // block  # the head runs at point p once this many cells are in
     cells = max(int(due[-1]), -(-len(audio) // block))
     audio = np.pad(audio, (0, cells * block - len(audio)))  # zeros after the end, as the model was trained
     state = [

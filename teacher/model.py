@@ -49,6 +49,7 @@ class TeacherConfig:
     gru_hidden: int = 128
     gru_layers: int = 2
     dropout: float = 0.1
+    input_dropout: float = 0.0  # dropout on the normalised input features (feature-level regularisation)
     fps: int = DEFAULT_FPS
     channel_names: tuple[str, ...] = field(default=ARKIT_52)
     version: int = 1
@@ -63,6 +64,9 @@ class TeacherConfig:
             raise ValueError(msg)
         if self.conv_kernel % 2 == 0 or min(self.conv_channels, self.gru_hidden, self.gru_layers) < 1:
             msg = "TeacherConfig: conv_kernel must be odd and sizes positive"
+            raise ValueError(msg)
+        if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.input_dropout < 1.0):
+            msg = "TeacherConfig: dropout and input_dropout must lie in [0, 1)"
             raise ValueError(msg)
         if not self.channel_names:
             msg = "TeacherConfig.channel_names is empty"
@@ -91,6 +95,7 @@ class TeacherDecoder(nn.Module):
         c, k = config.conv_channels, config.conv_kernel
         self.register_buffer("feat_mean", torch.zeros(config.input_dim))
         self.register_buffer("feat_std", torch.ones(config.input_dim))
+        self.input_dropout = nn.Dropout(config.input_dropout)
         self.convs = nn.Sequential(
             nn.Conv1d(config.input_dim, c, k, padding=k // 2),
             nn.GELU(),
@@ -109,7 +114,7 @@ class TeacherDecoder(nn.Module):
         self.head = nn.Linear(2 * config.gru_hidden, len(config.channel_names))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        x = (feats - self.feat_mean) / self.feat_std
+        x = self.input_dropout((feats - self.feat_mean) / self.feat_std)
         x = self.convs(x.transpose(1, 2)).transpose(1, 2)
         x, _ = self.gru(x)
         return torch.sigmoid(self.head(x))
@@ -140,20 +145,33 @@ class FeatureExtractor:
             self._encoder = WhisperEncoder(self.encoder_config)
         return self._encoder
 
-    def _key(self, audio: np.ndarray) -> str:
-        enc = encoder_identity(self.encoder_config) if self.kind != "logmel" else "none"
+    def _key(self, audio: np.ndarray, kind: str | None = None) -> str:
+        kind = kind or self.kind
+        enc = encoder_identity(self.encoder_config) if kind != "logmel" else "none"
         h = hashlib.sha256(np.ascontiguousarray(audio, dtype=np.float32).tobytes())
-        h.update(f"{self.kind}:{self.fps}:{enc}".encode())
+        h.update(f"{kind}:{self.fps}:{enc}".encode())
         return h.hexdigest()
+
+    def _cached(self, audio: np.ndarray, key: str) -> np.ndarray | None:
+        """The cached features, or the matching columns of cached "both" features (ablations reuse them)."""
+        path = self.cache_dir / key[:2] / f"{key}.npy"
+        if path.is_file():
+            return np.load(path)
+        if self.kind == "both":
+            return None
+        both = self._key(audio, "both")
+        path = self.cache_dir / both[:2] / f"{both}.npy"
+        if not path.is_file():
+            return None
+        feats = np.load(path)
+        return feats[:, :ENCODER_DIM] if self.kind == "whisper" else feats[:, ENCODER_DIM:]
 
     def __call__(self, audios: list[np.ndarray]) -> list[np.ndarray]:
         out: list[np.ndarray | None] = [None] * len(audios)
         keys = [self._key(a) for a in audios] if self.cache_dir is not None else []
         if self.cache_dir is not None:
             for i, key in enumerate(keys):
-                path = self.cache_dir / key[:2] / f"{key}.npy"
-                if path.is_file():
-                    out[i] = np.load(path)
+                out[i] = self._cached(audios[i], key)
         todo = [i for i, o in enumerate(out) if o is None]
         if todo:
             fresh = self._compute([audios[i] for i in todo])

@@ -24,10 +24,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from teacher.augment import AugmentConfig, apply_augment, draw_augment
+from teacher.constants import LIP_CLOSURE_CHANNEL, frame_times, num_frames
 from teacher.dataset import Dataset, DatasetError, Utterance
 from teacher.encoder import EncoderConfig
 from teacher.features import resample_curves
 from teacher.fsutil import atomic_torch_save, atomic_write_json, sha256_file
+from teacher.groundtruth import GroundTruthConfig, curves_from_phonemes
 from teacher.metrics import evaluate
 from teacher.model import (
     FeatureExtractor,
@@ -37,6 +40,10 @@ from teacher.model import (
     count_params,
     default_feature_cache,
 )
+
+
+def _default_augment() -> AugmentConfig:
+    return AugmentConfig(p_noise=0.6, p_reverb=0.35, p_gain=0.6, p_band=0.3, p_speed=0.6, speed=(0.85, 1.15))
 
 
 @dataclass(frozen=True)
@@ -51,32 +58,36 @@ class TeacherTrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     velocity_weight: float = 2.0  # weight of the MSE between frame-to-frame differences
+    closure_weight: float = 0.0  # extra loss weight on the lip-closure channel (its peaks are short)
     augment_variants: int = 2  # augmented copies per utterance (0: clean audio only)
-    gain_db: tuple[float, float] = (-12.0, 6.0)
-    snr_db: tuple[float, float] = (5.0, 40.0)
+    augment: AugmentConfig = field(default_factory=_default_augment)  # noise/reverb/gain/band/speed draws
+    time_masks: int = 0  # SpecAugment-style: spans of frames per crop whose features are set to the mean
+    time_mask_frames: int = 8  # longest masked span
+    holdout_voices: int = 1  # voices kept out of training to pick the best epoch (0: keep the last epoch)
     checkpoint_every: int = 5  # epochs
     seed: int = 0
     threads: int = 2
     cache_dir: str | None = None  # feature cache; default $FACEDISTILL_CACHE/features
-    version: int = 1
+    version: int = 2
 
     def __post_init__(self):
-        object.__setattr__(self, "gain_db", tuple(self.gain_db))
-        object.__setattr__(self, "snr_db", tuple(self.snr_db))
+        if isinstance(self.augment, dict):
+            object.__setattr__(self, "augment", AugmentConfig.from_dict(self.augment))
         if min(self.epochs, self.batch_size, self.max_frames, self.checkpoint_every, self.threads) < 1:
             msg = "TeacherTrainConfig: epochs, batch_size, max_frames, checkpoint_every, threads must be >= 1"
             raise ValueError(msg)
-        if self.augment_variants < 0 or self.lr <= 0 or self.velocity_weight < 0:
-            msg = "TeacherTrainConfig: augment_variants >= 0, lr > 0 and velocity_weight >= 0 are required"
+        if self.augment_variants < 0 or self.lr <= 0 or min(self.velocity_weight, self.closure_weight) < 0:
+            msg = "TeacherTrainConfig: augment_variants >= 0, lr > 0 and loss weights >= 0 are required"
             raise ValueError(msg)
-        if self.gain_db[0] > self.gain_db[1] or self.snr_db[0] > self.snr_db[1]:
-            msg = "TeacherTrainConfig: gain_db and snr_db are (low, high) ranges"
+        if min(self.time_masks, self.holdout_voices) < 0 or self.time_mask_frames < 1:
+            msg = "TeacherTrainConfig: time_masks, holdout_voices >= 0 and time_mask_frames >= 1 are required"
             raise ValueError(msg)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["model"] = self.model.to_dict()
         d["encoder"] = self.encoder.to_dict()
+        d["augment"] = self.augment.to_dict()
         return d
 
     @classmethod
@@ -84,17 +95,30 @@ class TeacherTrainConfig:
         d = dict(d)
         d["model"] = TeacherConfig.from_dict(d["model"])
         d["encoder"] = EncoderConfig.from_dict(d["encoder"])
+        d["augment"] = AugmentConfig.from_dict(d["augment"])
         return cls(**d)
 
 
-def augment(audio: np.ndarray, rng: np.random.Generator, config: TeacherTrainConfig) -> np.ndarray:
-    """Random gain and additive white noise at a random SNR (what microphones and rooms do to speech)."""
-    gain = 10 ** (rng.uniform(*config.gain_db) / 20)
-    out = audio.astype(np.float64) * gain
-    rms = np.sqrt(np.mean(out**2)) + 1e-8
-    snr = rng.uniform(*config.snr_db)
-    out += rng.standard_normal(len(out)) * rms / 10 ** (snr / 20)
-    return np.clip(out, -1.0, 1.0).astype(np.float32)
+def augment_utterance(
+    u: Utterance, rng: np.random.Generator, config: TeacherTrainConfig, groundtruth: GroundTruthConfig | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """An augmented copy of ``u`` (audio, labels): noise, reverb, gain, band-limit, speed (pitch moves with it).
+
+    A speed change rescales the phoneme intervals; labels are then recomputed exactly from them when the
+    dataset's labels are the procedural ground truth (``groundtruth``), else time-warped by interpolation.
+    """
+    spec = draw_augment(rng, config.augment)
+    audio, phonemes = apply_augment(u.audio, u.phonemes, spec)
+    labels = u.labels.astype(np.float32)
+    if len(audio) != len(u.audio):
+        n = num_frames(len(audio), config.model.fps)
+        if groundtruth is not None:
+            labels = curves_from_phonemes(phonemes, len(audio), fps=config.model.fps, config=groundtruth)
+        else:
+            t_old = frame_times(len(labels), config.model.fps)
+            t_new = frame_times(n, config.model.fps) * len(u.audio) / len(audio)
+            labels = np.stack([np.interp(t_new, t_old, c) for c in labels.T], axis=1)
+    return audio, labels.astype(np.float32)
 
 
 def dataset_hash(root: str | os.PathLike) -> str:
@@ -106,9 +130,12 @@ def dataset_hash(root: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _masked_losses(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _masked_losses(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """Per-channel-weighted reconstruction MSE and (unweighted) velocity MSE over the valid frames."""
     m = mask[..., None]
-    rec = ((pred - target) ** 2 * m).sum() / (m.sum() * pred.shape[-1])
+    rec = ((pred - target) ** 2 * m * weights).sum() / (m.sum() * weights.sum())
     mv = (mask[:, 1:] * mask[:, :-1])[..., None]
     dv = (pred[:, 1:] - pred[:, :-1]) - (target[:, 1:] - target[:, :-1])
     vel = (dv**2 * mv).sum() / (mv.sum().clamp(min=1) * pred.shape[-1])
@@ -125,6 +152,54 @@ def _batch(items: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, ..
         labels[i, : len(y)] = torch.from_numpy(y)
         mask[i, : len(x)] = 1
     return feats, labels, mask
+
+
+def _time_mask(
+    x: np.ndarray, rng: np.random.Generator, config: TeacherTrainConfig, fill: np.ndarray
+) -> np.ndarray:
+    """SpecAugment-style time masking: ``time_masks`` random spans of features replaced by the mean."""
+    if config.time_masks == 0:
+        return x
+    x = x.copy()
+    for _ in range(config.time_masks):
+        w = int(rng.integers(1, config.time_mask_frames + 1))
+        s = int(rng.integers(0, max(1, len(x) - w + 1)))
+        x[s : s + w] = fill
+    return x
+
+
+def _holdout_split(utts: list[Utterance], n_voices: int) -> tuple[list[int], list[int], list[str]]:
+    """Training / held-out utterance indices: the last ``n_voices`` voices (sorted), or every 8th utterance
+    when the data has fewer than two voices. Held-out voices are unseen in training, like the test split's."""
+    if n_voices == 0:
+        return list(range(len(utts))), [], []
+    voices = sorted({str(u.meta.get("voice", "")) for u in utts})
+    if len(voices) > n_voices:
+        held = voices[-n_voices:]
+        held_idx = [i for i, u in enumerate(utts) if str(u.meta.get("voice", "")) in held]
+    else:
+        held, held_idx = [], list(range(7, len(utts), 8))
+    train_idx = [i for i in range(len(utts)) if i not in set(held_idx)]
+    return train_idx, held_idx, held
+
+
+@torch.no_grad()
+def _holdout_loss(
+    decoder: TeacherDecoder, items: list[tuple[np.ndarray, np.ndarray]], weights: torch.Tensor, config
+) -> float:
+    """The training loss on the clean held-out utterances (whole utterances, eval mode)."""
+    decoder.eval()
+    total = 0.0
+    for s in range(0, len(items), config.batch_size):
+        x, y, mask = _batch(items[s : s + config.batch_size])
+        rec, vel = _masked_losses(decoder(x), y, mask, weights)
+        total += float(rec + config.velocity_weight * vel) * len(x)
+    decoder.train()
+    return total / len(items)
+
+
+def _copy(decoder: TeacherDecoder) -> dict:
+    return {k: v.detach().clone() for k, v in decoder.state_dict().items()}
 
 
 def _training_utterances(ds: Dataset, root: Path) -> list[Utterance]:
@@ -163,45 +238,59 @@ def train_teacher(
         cache_dir=config.cache_dir or default_feature_cache(),
     )
     n_var = 1 + config.augment_variants
-    audios = []
+    gt = ds.manifest.get("info", {}).get("groundtruth")
+    groundtruth = (
+        GroundTruthConfig.from_dict(gt) if ds.manifest.get("label_source") == "groundtruth" else None
+    )
+    audios, labels = [], []
     for i, u in enumerate(utts):
         audios.append(u.audio)
+        labels.append(u.labels.astype(np.float32))
         for v in range(1, n_var):
-            audios.append(augment(u.audio, np.random.default_rng([config.seed, i, v]), config))
+            a, y = augment_utterance(u, np.random.default_rng([config.seed, i, v]), config, groundtruth)
+            audios.append(a)
+            labels.append(y)
     feats: list[np.ndarray] = []
     chunk = 128  # clips per encoder call: fuller 30 s windows
     with tqdm(total=len(audios), desc="teacher features", unit="clip", file=sys.stderr) as bar:
         for s in range(0, len(audios), chunk):
             feats.extend(extractor(audios[s : s + chunk]))
             bar.update(len(audios[s : s + chunk]))
+    del audios
     feat_seconds = time.time() - t_start
-    variants = [[feats[i * n_var + v] for v in range(n_var)] for i in range(len(utts))]
-    labels = [u.labels.astype(np.float32) for u in utts]
-    label_mean = np.concatenate(labels).mean(axis=0)
+    variants = [
+        [(feats[i * n_var + v], labels[i * n_var + v]) for v in range(n_var)] for i in range(len(utts))
+    ]
+    train_idx, held_idx, held_voices = _holdout_split(utts, config.holdout_voices)
+    label_mean = np.concatenate([labels[i * n_var] for i in train_idx]).mean(axis=0)
 
     torch.manual_seed(config.seed)
     decoder = TeacherDecoder(config.model)
-    all_feats = np.concatenate(feats)
+    all_feats = np.concatenate([f for i in train_idx for f, _ in variants[i]])
     decoder.feat_mean.copy_(torch.from_numpy(all_feats.mean(axis=0)))
     decoder.feat_std.copy_(torch.from_numpy(all_feats.std(axis=0) + 1e-5))
+    del all_feats
     with torch.no_grad():  # start from the predict-the-mean solution instead of 0.5 everywhere
         p = torch.from_numpy(np.clip(label_mean, 1e-3, 1 - 1e-3))
         decoder.head.bias.copy_(torch.log(p / (1 - p)))
+    weights = torch.ones(len(config.model.channel_names))
+    if LIP_CLOSURE_CHANNEL in config.model.channel_names:
+        weights[config.model.channel_names.index(LIP_CLOSURE_CHANNEL)] += config.closure_weight
     opt = torch.optim.AdamW(decoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = -(-len(utts) // config.batch_size)
+    steps_per_epoch = -(-len(train_idx) // config.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.1
     )
 
     ckpt_path = out / "checkpoint.pt"
-    start_epoch, history = 0, []
+    start_epoch, history, best = 0, [], {"epoch": 0, "loss": float("inf"), "state_dict": None}
     if ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         if ckpt.get("train_config") == config.to_dict() and ckpt.get("data_hash") == data_hash:
             decoder.load_state_dict(ckpt["state_dict"])
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])
-            start_epoch, history = int(ckpt["epoch"]), list(ckpt["history"])
+            start_epoch, history, best = int(ckpt["epoch"]), list(ckpt["history"]), dict(ckpt["best"])
             print(f"teacher: resuming from {ckpt_path} at epoch {start_epoch}", file=sys.stderr)
 
     t_train = time.time()
@@ -209,20 +298,20 @@ def train_teacher(
         decoder.train()
         rng = np.random.default_rng([config.seed, 1000 + epoch])
         torch.manual_seed(config.seed * 100_003 + epoch)
-        order = rng.permutation(len(utts))
+        order = rng.permutation(train_idx)
         picks = rng.integers(0, n_var, size=len(utts))
         sums = np.zeros(2)
         bar = tqdm(range(steps_per_epoch), desc=f"teacher epoch {epoch + 1}/{config.epochs}", file=sys.stderr)
         for b in bar:
             items = []
             for i in order[b * config.batch_size : (b + 1) * config.batch_size]:
-                x, y = variants[i][picks[i]], labels[i]
+                x, y = variants[i][picks[i]]
                 if len(x) > config.max_frames:
                     s = int(rng.integers(0, len(x) - config.max_frames + 1))
                     x, y = x[s : s + config.max_frames], y[s : s + config.max_frames]
-                items.append((x, y))
+                items.append((_time_mask(x, rng, config, decoder.feat_mean.numpy()), y))
             x, y, mask = _batch(items)
-            rec, vel = _masked_losses(decoder(x), y, mask)
+            rec, vel = _masked_losses(decoder(x), y, mask, weights)
             loss = rec + config.velocity_weight * vel
             opt.zero_grad()
             loss.backward()
@@ -232,13 +321,18 @@ def train_teacher(
             sums += [rec.item(), vel.item()]
             bar.set_postfix(mse=f"{sums[0] / (b + 1):.4f}")
         bar.close()
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "mse": float(sums[0]) / steps_per_epoch,
-                "velocity_mse": float(sums[1]) / steps_per_epoch,
-            }
-        )
+        entry = {
+            "epoch": epoch + 1,
+            "mse": float(sums[0]) / steps_per_epoch,
+            "velocity_mse": float(sums[1]) / steps_per_epoch,
+        }
+        if held_idx:
+            entry["holdout_loss"] = _holdout_loss(
+                decoder, [variants[i][0] for i in held_idx], weights, config
+            )
+            if entry["holdout_loss"] < best["loss"]:
+                best = {"epoch": epoch + 1, "loss": entry["holdout_loss"], "state_dict": _copy(decoder)}
+        history.append(entry)
         if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
             atomic_torch_save(
                 ckpt_path,
@@ -247,12 +341,15 @@ def train_teacher(
                     "data_hash": data_hash,
                     "epoch": epoch + 1,
                     "history": history,
+                    "best": best,
                     "state_dict": decoder.state_dict(),
                     "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(),
                 },
             )
     train_seconds = time.time() - t_train
+    if best["state_dict"] is not None:
+        decoder.load_state_dict(best["state_dict"])
 
     decoder.eval()
     atomic_torch_save(
@@ -265,6 +362,7 @@ def train_teacher(
         },
     )
     teacher = Teacher.load(out / "teacher.pt")
+    teacher.features.cache_dir = extractor.cache_dir  # evaluation reruns reuse the test split's features
     card = {
         "artifact": "teacher.pt",
         "sha256": sha256_file(out / "teacher.pt"),
@@ -276,6 +374,7 @@ def train_teacher(
             "seconds": ds.seconds,
         },
         "decoder_params": count_params(decoder),
+        "holdout": {"voices": held_voices, "utterances": len(held_idx), "best_epoch": best["epoch"]},
         "history": history,
         "seconds": {"features": round(feat_seconds, 1), "training": round(train_seconds, 1)},
         "metrics": {},
