@@ -34,9 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train = verbs.add_parser(
         "train",
         help="train the teacher on CORPUS/labeled (resumes from OUT/checkpoint.pt)",
-        description="Encode the labeled split (plus noisy/gain-changed copies) once, cache the features, train "
-        "the decoder with MSE + velocity loss, and write OUT/teacher.pt and OUT/teacher.json (config, data "
-        "hash, test-split metrics). Rerun after an interruption to resume from the last checkpoint.",
+        description="Encode the labeled split (plus augmented copies: noise, reverb, gain, band-limit, speed) "
+        "once, cache the features, train the decoder with MSE + velocity loss (time-masked, dropout on the "
+        "features) and keep the epoch that does best on one held-out labeled voice; write OUT/teacher.pt and "
+        "OUT/teacher.json (config, data hash, held-out voice and best epoch, test-split metrics). Rerun after "
+        "an interruption to resume from the last checkpoint.",
     )
     train.add_argument("--corpus", default=DEFAULT_CORPUS, help=f"corpus folder (default {DEFAULT_CORPUS})")
     train.add_argument("--out", default=DEFAULT_TEACHER, help=f"teacher folder (default {DEFAULT_TEACHER})")

@@ -25,6 +25,7 @@ from compress.export import ExportConfig, ExportError, export
 from compress.prune import PruneConfig, prune
 from compress.quantize import sensitivity
 from compress.report import collect_results, save_example, write_report
+from compress.stream_export import export_streaming
 from students.data import load_split
 from students.distill import DistillConfig, distill
 from students.model import load_student, save_student
@@ -310,17 +311,19 @@ def _pruned(ckpt: Path, ratio: float, calib_split, config: RunConfig) -> Path:
 
 
 def _export_streaming(students_dir: Path, binaries: Path, calib_split, config: RunConfig) -> None:
-    from compress.stream_export import export_streaming
-
+    """Streaming (state-carrying) binaries: calibrated on even utterances, parity on ~10 s of odd ones."""
+    calib_audio = list(calib_split.audio[0::2][:32])
+    heldout = np.concatenate(list(calib_split.audio[1::2][:4]))
     for name in config.streaming:
         ckpt = students_dir / name / "student.pt"
         export_streaming(
             load_student(ckpt),
-            calib_split,
+            calib_audio,
+            heldout,
             binaries,
-            name=f"{name}-stream",
+            name=name,
             parent_sha256=sha256_file(ckpt),
-            extra={"preset": name},
+            extra={"preset": name, "pruned": False, "streaming": True},
         )
 
 

@@ -313,12 +313,12 @@ def binary_step_functions(
     step_path: Path, head_path: Path, io_names: dict[str, dict[str, list[dict[str, Any]]]]
 ) -> tuple[Callable[[np.ndarray, list[np.ndarray]], list[np.ndarray]], Callable[[np.ndarray], np.ndarray]]:
     """``run_stream`` callables for an exported pair, run one call at a time on one thread as an engine would."""
-    fns = [_binary_fn(path, io_names[g]) for g, path in (("step", step_path), ("head", head_path))]
+    fns = [binary_function(path, io_names[g]) for g, path in (("step", step_path), ("head", head_path))]
     step_fn, head_fn = fns
     return (lambda block, states: step_fn([block, *states])), (lambda buffer: head_fn([buffer])[0])
 
 
-def _binary_fn(
+def binary_function(
     path: Path, io: dict[str, list[dict[str, Any]]]
 ) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
     ins, outs = io["inputs"], io["outputs"]

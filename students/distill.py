@@ -57,8 +57,10 @@ from teacher.fsutil import atomic_torch_save, atomic_write_json
 DISTILL_VERSION = 1
 PROGRESS_FORMAT = "facedistill-distill-progress"
 
-# Steps per preset of the default run, sized for ~15 min in total on 2 CPU cores (see bench/bench_distill.py).
-DEFAULT_STEPS = {"small": 300, "tiny": 300, "realtime": 120, "edge": 300, "causal": 300}
+# Steps per preset of the default run. Measured s/step (batch 8 x 1 s chunks, 2 threads on a 2-core machine that
+# other jobs were loading): small 0.85, tiny 0.33, realtime 1.46, edge 0.46, causal 0.50 (stage 2 includes the
+# stage-1 encoder pass for the feature loss) -> about 1000 s loaded, roughly half that on idle cores.
+DEFAULT_STEPS = {"small": 400, "tiny": 400, "realtime": 100, "edge": 400, "causal": 400}
 
 
 class DistillError(FacedistillError, ValueError):

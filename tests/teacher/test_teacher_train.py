@@ -77,3 +77,31 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, monkeypatch):
     b = torch.load(tmp_path / "resumed" / "teacher.pt", weights_only=True)["state_dict"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_speed_augment_keeps_labels_aligned_and_holdout_is_unseen_voice():
+    from dataclasses import replace as dc_replace
+
+    from synth_teacher_data import synth_utterance
+
+    from teacher.augment import AugmentConfig
+    from teacher.constants import ARKIT_52, frame_times, num_frames
+    from teacher.train import _holdout_split, augment_utterance
+
+    rng = np.random.default_rng(0)
+    u = synth_utterance(rng, "u", 2.0)
+    only_speed = AugmentConfig(p_noise=0, p_reverb=0, p_gain=0, p_band=0, p_speed=1.0, speed=(0.8, 0.8))
+    audio, labels = augment_utterance(u, rng, TeacherTrainConfig(augment=only_speed), None)
+    assert len(audio) == pytest.approx(len(u.audio) / 0.8, abs=2)
+    assert labels.shape == (num_frames(len(audio), 30), 52)
+    jaw = ARKIT_52.index("jawOpen")
+    # slowed down 0.8x: the label at new time t is the old label at 0.8 t
+    old = u.labels[:, jaw]
+    k = np.arange(0, len(labels), 5)
+    expected = np.interp(frame_times(len(labels), 30)[k] * 0.8, frame_times(len(old), 30), old)
+    assert np.abs(labels[k, jaw] - expected).max() < 0.1  # a frame of misalignment would cost ~1 at edges
+
+    utts = [dc_replace(synth_utterance(rng, str(i), 1.0), meta={"voice": v}) for i, v in enumerate("aabbc")]
+    train_idx, held_idx, voices = _holdout_split(utts, 1)
+    assert voices == ["c"] and held_idx == [4] and train_idx == [0, 1, 2, 3]
+    assert _holdout_split(utts, 0)[1] == []
