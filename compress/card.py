@@ -20,7 +20,7 @@ CARD_VERSION = 1
 
 FRAME_MAPPING = (
     "Output row k (frame k at `fps`) is computed from the audio window [anchor_k - past_samples, "
-    "anchor_k + future_samples) where anchor_k = 64 * round(k * 16000 / (fps * 64)) samples, i.e. the time k/fps "
+    "anchor_k + future_samples) where anchor_k = 64 * floor((2 * k * 16000 + fps * 64) / (2 * fps * 64)) samples (integer division), i.e. the time k/fps "
     "rounded to the nearest multiple of 64 samples (4 ms); samples before 0 or past the end of the audio are "
     "zeros. To emit frame k live you need audio up to anchor_k + future_samples, so the algorithmic latency is "
     "lookahead_ms plus the time to run one window."
@@ -108,7 +108,7 @@ def build_card(
         "lookahead_ms": timing["lookahead_ms"],
         "frame_mapping": {
             "anchor_quantum_samples": ANCHOR_QUANTUM,
-            "formula": "anchor_k = 64 * round(k * 16000 / (fps * 64)); window_k = audio[anchor_k - past_samples : anchor_k + future_samples] (zero-padded)",
+            "formula": "anchor_k = 64 * ((2 * k * 16000 + fps * 64) // (2 * fps * 64)); window_k = audio[anchor_k - past_samples : anchor_k + future_samples] (zero-padded)",
             "explanation": FRAME_MAPPING,
         },
         "quantization": {"scheme": scheme, "keep_float": list(keep_float)},

@@ -1,8 +1,8 @@
 """Audio and animation timing constants: every sample/frame conversion in facedistill goes through here.
 
 16 000 / 30 and 16 000 / 60 are not integers, so rig frames cannot sit on an integer sample grid by division.
-Instead frame ``k`` at ``fps`` is *anchored* at the sample ``frame_anchor(k, fps)``: the exact time ``k / fps``
-rounded to the nearest multiple of ``ANCHOR_QUANTUM`` samples (4 ms; error at most 2 ms, < 7 % of a 30 fps frame).
+Instead frame ``k`` at ``fps`` is *anchored* at the sample ``frame_anchors()``: the exact time ``k / fps``
+rounded (half up) to the nearest multiple of ``ANCHOR_QUANTUM`` samples (4 ms; error at most 2 ms, < 7 % of a 30 fps frame).
 Ground-truth curves are evaluated at the anchor times, and a student's output frame for anchor ``a`` reads the
 audio window ``[a - past, a + future)``. Every student's total convolution stride divides ``ANCHOR_QUANTUM``, so the
 fully-convolutional training pass and the one-window export compute the very same frames.
@@ -48,9 +48,14 @@ def num_frames(n_samples: int, fps: int) -> int:
 
 
 def frame_anchors(n_frames: int, fps: int) -> np.ndarray:
-    """Anchor sample of frames 0..n_frames-1 (int64): k / fps rounded to the ANCHOR_QUANTUM grid."""
-    k = np.arange(n_frames, dtype=np.float64)
-    return (ANCHOR_QUANTUM * np.round(k * SAMPLE_RATE / (fps * ANCHOR_QUANTUM))).astype(np.int64)
+    """Anchor sample of frames 0..n_frames-1 (int64): k / fps rounded (half up) to the ANCHOR_QUANTUM grid.
+
+    Integer arithmetic, so any engine reproduces it exactly:
+    anchor_k = 64 * floor((2 * k * 16000 + fps * 64) / (2 * fps * 64)).
+    """
+    k = np.arange(n_frames, dtype=np.int64)
+    q = fps * ANCHOR_QUANTUM
+    return ANCHOR_QUANTUM * ((2 * k * SAMPLE_RATE + q) // (2 * q))
 
 
 def frame_times(n_frames: int, fps: int) -> np.ndarray:
