@@ -496,12 +496,16 @@ def profile_binary(
 ) -> dict[str, Any]:
     """Profile one .onnx/.tflite binary; ``card`` defaults to ``<binary>.card.json`` beside it (may be absent).
 
-    Returns a JSON-ready dict (see the module docstring for each measure and how it is taken).
+    Returns a JSON-ready dict (see the module docstring for each measure and how it is taken). A member of a
+    streaming pair, or a streaming card, is profiled as the whole pair by ``profile_streaming``.
     """
     path = Path(path)
     if not path.is_file():
         msg = f"{path}: no such binary"
         raise ProfileError(msg)
+    pair = streaming_card_path(path)
+    if pair is not None:
+        return profile_streaming(pair, config=config)
     if card is None:
         card = load_card(path) or {}
     inp = card.get("input", {})
@@ -520,7 +524,6 @@ def profile_binary(
     n_channels = len(card.get("output", {}).get("channel_names", [])) or outputs[0].shape[-1]
     frames_per_call = max(1, outputs[0].size // n_channels)
 
-    streaming = bool(card.get("streaming"))
     result: dict[str, Any] = {
         "binary": str(path),
         "format": runner.format,
@@ -528,7 +531,7 @@ def profile_binary(
         "weight_bytes": int(graph.weight_bytes),
         "params": card.get("params"),
         "dtype": card.get("dtype"),
-        "streaming": streaming,
+        "streaming": False,
         "input_shapes": [list(s) for s in shapes],
         "frames_per_call": frames_per_call,
         "peak_activation_bytes": int(graph_peak_activation_bytes(graph)),
@@ -537,11 +540,7 @@ def profile_binary(
     }
 
     past_ms = inp.get("past_ms")
-    if streaming:
-        result["lookahead_ms"] = card.get("lookahead_ms")
-        result["lookahead_verified"] = False
-        result["lookahead_note"] = "streaming binaries: lookahead taken from the card, not re-verified"
-    elif past_ms is None:
+    if past_ms is None:
         result["lookahead_ms"] = None
         result["lookahead_verified"] = False
         result["lookahead_note"] = "no card input.past_ms: the anchor position is unknown"
