@@ -8,18 +8,22 @@ from pathlib import Path
 from typing import Any
 
 from compress.budgets import DEFAULT_BUDGETS, LIMITS, Budget, check, load_budgets, select_budgets
-from compress.profile import ProfileConfig, profile_binary
+from compress.profile import ProfileConfig, profile_binary, streaming_card_path
 from teacher.fsutil import atomic_write_json
 
 PROFILE_HELP = """\
 Measure each binary (.onnx or .tflite, with its <binary>.card.json beside it) on one thread: file and weight bytes,
 peak activation memory from tensor lifetimes, runtime resident memory, lookahead re-verified by perturbing
-future samples, MACs per frame, latency median/p99 per frame and real-time factor. With --budget, each measure
+future samples, MACs per frame, latency median/p99 per frame and real-time factor. A streaming pair
+(name.stream.<dtype>.step/.head.<format>, from `export_streaming`) is one model: name either file or its
+name.stream.<dtype>.<format>.card.json and it is profiled once, running the card's host loop (a frame costs its
+cells' step calls plus its head calls; peak memory includes the state tensors). With --budget, each measure
 is checked against the named device budgets; the exit status is 1 when any binary is over any budget, so the
 command works as a CI gate:
 
   compress profile runs/default/binaries/*.onnx --budget mobile,wearable --json profile.json
   compress profile student.tflite --budgets my_budgets.toml --budget watch
+  compress profile runs/default/binaries/tiny.stream.int8.onnx.card.json --budget wearable
 """
 
 # (label, measure in the result) in table order
@@ -27,6 +31,7 @@ ROWS: list[tuple[str, str]] = [
     ("bytes", "bytes"),
     ("weight bytes", "weight_bytes"),
     ("peak activation bytes", "peak_activation_bytes"),
+    ("state bytes (streaming)", "state_bytes"),
     ("runtime RSS growth bytes", "runtime_rss_bytes"),
     ("lookahead ms (verified)", "lookahead_ms"),
     ("lookahead ms (card)", "lookahead_ms_card"),
@@ -46,7 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=PROFILE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("binaries", nargs="+", metavar="BINARY", help=".onnx or .tflite files to measure")
+    p.add_argument(
+        "binaries",
+        nargs="+",
+        metavar="BINARY",
+        help=".onnx or .tflite files to measure (either file of a streaming pair, or its .card.json; each model once)",
+    )
     p.add_argument(
         "--budget",
         default="",
@@ -140,13 +150,25 @@ def _kind(budget: Budget, measure: str) -> str:
     return "max"
 
 
+def unique_models(paths: list[str]) -> list[str]:
+    """One entry per model, in order: both files of a streaming pair (and its card) collapse to the card."""
+    seen, out = set(), []
+    for p in paths:
+        pair = streaming_card_path(p)
+        key = str(pair) if pair is not None else p
+        if key not in seen:
+            seen.add(key)
+            out.append(key)
+    return out
+
+
 def run_profile(args: argparse.Namespace) -> int:
     source = args.budgets or DEFAULT_BUDGETS
     names = [n.strip() for n in args.budget.split(",") if n.strip()]
     budgets = select_budgets(load_budgets(source), names, source) if names or args.budgets else []
     config = ProfileConfig(runs=args.runs, warmup=args.warmup)
     results, failed = [], []
-    for binary in args.binaries:
+    for binary in unique_models(args.binaries):
         result = profile_binary(binary, config=config)
         result["budgets"] = {}
         for b in budgets:

@@ -30,7 +30,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -570,6 +570,282 @@ def profile_binary(
         measure_runtime_rss(path, config.threads, window) if config.measure_rss else None
     )
     test = card.get("test") or card.get("metrics", {}).get("test")
+    if test:
+        result["test"] = test
+    result["config"] = config.to_dict()
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Streaming pairs: name.stream.<dtype>.step.<fmt> + name.stream.<dtype>.head.<fmt>, one card
+# name.stream.<dtype>.<fmt>.card.json (compress.stream_export)
+
+STREAM_GRAPHS = ("step", "head")
+
+
+def streaming_card_path(path: str | os.PathLike) -> Path | None:
+    """The card of the streaming pair ``path`` belongs to (either graph, or the card itself), else None."""
+    path = Path(path)
+    if path.name.endswith(".card.json"):
+        candidate = path
+    else:
+        parts = path.name.rsplit(".", 2)  # name.stream.int8 | step | onnx
+        if len(parts) != 3 or parts[1] not in STREAM_GRAPHS:
+            return None
+        candidate = card_path(path.with_name(f"{parts[0]}.{parts[2]}"))
+    if not candidate.is_file():
+        return None
+    card = load_card(candidate.with_name(candidate.name[: -len(".card.json")]))
+    return candidate if card and card.get("kind") == "streaming" else None
+
+
+def pair_name(card_file: Path) -> Path:
+    """The name a streaming pair is reported under: its card without ``.card.json`` (``name.stream.int8.onnx``)."""
+    return card_file.with_name(card_file.name[: -len(".card.json")])
+
+
+def stream_schedule(card: dict[str, Any], n_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From the card alone: sorted unique head points, ``[F, P]`` index of each frame's points, cells due per point.
+
+    Head point ``p`` runs once ``(p + head_future_samples) // block_samples`` cells are in; a frame is complete when
+    its last point has run (the card's ``schedule.rule``).
+    """
+    sched, block, rate = card["schedule"], int(card["block_samples"]), int(card["sample_rate"])
+    fps = int(sched["fps"])
+    k = np.arange(n_frames, dtype=np.int64)
+    anchors = np.asarray(sched["anchors_first_second"], dtype=np.int64)[k % fps] + rate * (k // fps)
+    offsets = np.asarray(sched["head_points_offsets"], dtype=np.int64)
+    points, index = np.unique(anchors[:, None] + offsets[None, :], return_inverse=True)
+    due = (points + int(sched["head_future_samples"])) // block
+    return points, index.reshape(n_frames, len(offsets)), due
+
+
+def head_runs_per_frame_of(card: dict[str, Any]) -> float:
+    """Head calls per frame in steady state: new unique points over one second of frames (shared points once)."""
+    fps = int(card["schedule"]["fps"])
+    return (len(stream_schedule(card, fps + 1)[0]) - len(stream_schedule(card, 1)[0])) / fps
+
+
+def initial_states(card: dict[str, Any]) -> list[np.ndarray]:
+    """Each state tensor at stream start, from the card's per-channel initial values (float32 ``[1, C, T]``)."""
+    return [
+        np.tile(np.asarray(s["initial_value_per_channel"], np.float32)[:, None], (1, s["shape"][-1]))[None]
+        for s in card["state"]
+    ]
+
+
+def stream_frames(
+    step: Callable[[np.ndarray, list[np.ndarray]], list[np.ndarray]],
+    head: Callable[[np.ndarray], np.ndarray],
+    card: dict[str, Any],
+    audio: np.ndarray,
+    n_frames: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The card's host loop over ``audio`` (zero-padded): frames ``[n_frames, C]`` and each frame's wall time (ns).
+
+    Per cell: run the head at every point due now, mark frames that just became complete, then step the cell.
+    Frame ``k``'s time runs from frame ``k - 1``'s completion to its own: the step calls of the cells in between
+    and the head calls falling due there, plus the host's own slicing and (for int8 TFLite) input quantization.
+    """
+    block = int(card["block_samples"])
+    points, index, due = stream_schedule(card, n_frames)
+    complete = due[index].max(axis=1)
+    cells = int(due[-1])
+    padded = np.zeros(cells * block, dtype=np.float32)
+    padded[: min(len(audio), len(padded))] = audio[: len(padded)]
+    states = initial_states(card)
+    curves: list[np.ndarray] = []
+    times = np.zeros(n_frames, dtype=np.int64)
+    frame, t_prev = 0, time.perf_counter_ns()
+    for cell in range(cells + 1):
+        while len(curves) < len(points) and due[len(curves)] == cell:
+            curves.append(np.asarray(head(states[-1]), dtype=np.float32).reshape(-1))
+        while frame < n_frames and complete[frame] == cell:
+            now = time.perf_counter_ns()
+            times[frame], t_prev, frame = now - t_prev, now, frame + 1
+        if cell < cells:
+            states = step(padded[None, cell * block : (cell + 1) * block], states)
+    return np.stack(curves)[index].mean(axis=1), times
+
+
+def _pair_functions(card_file: Path, card: dict[str, Any]):
+    from compress.stream_export import binary_step_functions
+
+    paths = {g: card_file.parent / card["graphs"][g]["file"] for g in STREAM_GRAPHS}
+    for g, p in paths.items():
+        if not p.is_file():
+            msg = f"{card_file}: the {g} graph {p.name} is missing"
+            raise ProfileError(msg)
+    return binary_step_functions(paths["step"], paths["head"], card["graphs"])
+
+
+def verify_stream_lookahead(
+    step: Callable, head: Callable, card: dict[str, Any], *, trials: int = 8, seed: int = 0
+) -> dict[str, Any]:
+    """Last audio sample one frame of the streamed pair depends on, relative to its anchor, plus the boundary check.
+
+    A frame ``k`` about a quarter second in is streamed from random audio; perturbing ``[j, end)`` with noise (for
+    ``trials`` inputs at several scales) either changes frame ``k`` bit-exactly or not, monotonically in ``j``, so a
+    bisection finds the last dependent sample ``m`` and ``lookahead = m + 1 - anchor_k``. Then the card's claim is
+    checked directly: perturbing everything from ``anchor_k + lookahead_samples`` on leaves the frame bit-identical
+    and perturbing the last cell before that changes it.
+    """
+    sched, block = card["schedule"], int(card["block_samples"])
+    k = max(1, int(sched["fps"]) // 4)
+    fps, rate = int(sched["fps"]), int(card["sample_rate"])
+    anchor = int(sched["anchors_first_second"][k % fps]) + rate * (k // fps)
+    claimed = anchor + int(sched["lookahead_samples"])
+    length = (int(stream_schedule(card, k + 1)[2][-1]) + 4) * block
+    rng = np.random.default_rng(seed)
+    bases = [rng.uniform(-0.5, 0.5, length).astype(np.float32) for _ in range(trials)]
+    noise = [(rng.uniform(-1, 1, length) * 0.5 ** (t % 4)).astype(np.float32) for t in range(trials)]
+    refs = [stream_frames(step, head, card, a, k + 1)[0][k] for a in bases]
+
+    def changes(lo: int, hi: int) -> bool:
+        for audio, nz, ref in zip(bases, noise, refs):
+            x = audio.copy()
+            x[lo:hi] = nz[lo:hi]
+            if stream_frames(step, head, card, x, k + 1)[0][k].tobytes() != ref.tobytes():
+                return True
+        return False
+
+    if not changes(0, length):
+        return {"last_dependent_sample": None, "frame": k}
+    lo, hi = 0, length - 1  # largest j with changes(j, length)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if changes(mid, length) else (lo, mid - 1)
+    return {
+        "frame": k,
+        "anchor_sample": anchor,
+        "last_dependent_sample": lo,
+        "lookahead_ms": 1000.0 * (lo + 1 - anchor) / rate,
+        "after_claim_identical": not changes(claimed, length),
+        "last_cell_changes": changes(claimed - block, claimed),
+    }
+
+
+def _rss_stream_child(card_file: str) -> None:
+    """Run in a fresh process: VmRSS growth from before loading the pair to after streaming one second."""
+    card_path_ = Path(card_file)
+    card = json.loads(card_path_.read_text())
+    if card["format"] == "onnx":
+        import onnxruntime  # noqa: F401  (the runtime itself stays out of the delta)
+    else:
+        from ai_edge_litert.interpreter import Interpreter  # noqa: F401
+    import compress.stream_export  # noqa: F401  (the host code, likewise)
+
+    before = _vm_rss_bytes()
+    step, head = _pair_functions(card_path_, card)
+    fps = int(card["schedule"]["fps"])
+    audio = np.random.default_rng(0).uniform(-0.5, 0.5, int(card["sample_rate"])).astype(np.float32)
+    stream_frames(step, head, card, audio, fps)
+    print(json.dumps({"rss_before": before, "rss_after": _vm_rss_bytes()}))
+
+
+def _stream_rss(card_file: Path) -> int:
+    code = f"from compress.profile import _rss_stream_child; _rss_stream_child({str(card_file)!r})"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        msg = f"{card_file}: memory probe failed: {tail[0]}"
+        raise ProfileError(msg)
+    d = json.loads(proc.stdout.strip().splitlines()[-1])
+    return int(d["rss_after"] - d["rss_before"])
+
+
+def _state_bytes(card: dict[str, Any]) -> int:
+    """Bytes of the state tensors as the step graph takes them (int8 states count one byte per value)."""
+    rows = card["graphs"]["step"]["inputs"][1:]
+    return sum(int(np.prod(r["shape"], dtype=np.int64)) * np.dtype(r["dtype"]).itemsize for r in rows)
+
+
+def profile_streaming(
+    card_file: str | os.PathLike, *, config: ProfileConfig = ProfileConfig()
+) -> dict[str, Any]:
+    """Profile a streaming pair (step + head graphs, one card) as one model, with the windowed binary's columns.
+
+    A *frame* here costs what a live host spends per output frame: the step calls for the 64-sample cells between
+    two frame completions (16000 / fps / 64 cells on average, 8 or 9 at 30 fps) plus the head calls falling due
+    among them (``head_runs_per_frame``, shared smoothing points once). Measures:
+
+    - ``bytes`` / ``weight_bytes``: step + head files / constants;
+    - ``macs_per_frame``: ceil(cells per frame x step-graph MACs + head runs per frame x head-graph MACs), both
+      counted from the graphs like a windowed binary's;
+    - ``peak_activation_bytes``: the state tensors (held between calls) + the larger of the step and head graph
+      peaks (each counts its own inputs, so the state is counted twice: an upper bound, like the windowed one);
+    - ``runtime_rss_bytes``: resident growth of a fresh process loading both graphs and streaming one second;
+    - ``latency_ms``: median / p99 per frame over ``config.runs`` frames (after ``config.warmup`` frames) of the
+      card's host loop over random audio, each graph on one thread in the pair's runtime;
+      ``real_time_factor`` = frame period / median;
+    - ``lookahead_ms``: re-verified on the pair (``verify_stream_lookahead``).
+    """
+    card_file = Path(card_file)
+    if config.threads != 1:
+        msg = f"{card_file}: streaming pairs run each graph on one thread; got threads={config.threads}"
+        raise ProfileError(msg)
+    card = load_card(pair_name(card_file))
+    if not card or card.get("kind") != "streaming":
+        msg = f"{card_file}: not a streaming card (expected kind 'streaming')"
+        raise ProfileError(msg)
+    fmt = card["format"]
+    files = {g: card_file.parent / card["graphs"][g]["file"] for g in STREAM_GRAPHS}
+    step, head = _pair_functions(card_file, card)
+    graphs = {g: _onnx_graph(p, {}) if fmt == "onnx" else _tflite_graph(p) for g, p in files.items()}
+    fps, block, rate = int(card["schedule"]["fps"]), int(card["block_samples"]), int(card["sample_rate"])
+    cells_per_frame = rate / fps / block
+    heads_per_frame = head_runs_per_frame_of(card)
+    macs_call = {g: int(graph_macs(graphs[g])) for g in STREAM_GRAPHS}
+    peaks = {g: int(graph_peak_activation_bytes(graphs[g])) for g in STREAM_GRAPHS}
+    state_bytes = _state_bytes(card)
+    result: dict[str, Any] = {
+        "binary": str(pair_name(card_file)),
+        "files": [str(p) for p in files.values()],
+        "format": fmt,
+        "bytes": sum(p.stat().st_size for p in files.values()),
+        "weight_bytes": sum(int(g.weight_bytes) for g in graphs.values()),
+        "params": card.get("params"),
+        "dtype": card.get("dtype"),
+        "streaming": True,
+        "block_samples": block,
+        "cells_per_frame": cells_per_frame,
+        "head_runs_per_frame": heads_per_frame,
+        "macs_per_call": macs_call,
+        "macs_per_frame": int(
+            math.ceil(cells_per_frame * macs_call["step"] + heads_per_frame * macs_call["head"])
+        ),
+        "state_bytes": state_bytes,
+        "graph_peak_activation_bytes": peaks,
+        "peak_activation_bytes": state_bytes + max(peaks.values()),
+        "lookahead_ms_card": card.get("lookahead_ms"),
+    }
+    found = verify_stream_lookahead(step, head, card, trials=config.lookahead_trials, seed=config.seed)
+    result["lookahead_ms"] = found.get("lookahead_ms")
+    result["lookahead_check"] = found
+    result["lookahead_verified"] = found["last_dependent_sample"] is not None
+    if not result["lookahead_verified"]:
+        result["lookahead_note"] = "the streamed frame does not depend on the audio at all"
+    elif not (found["after_claim_identical"] and found["last_cell_changes"]):
+        result["lookahead_note"] = "the pair does not use exactly the card's lookahead (see lookahead_check)"
+    card_la = result["lookahead_ms_card"]
+    result["lookahead_mismatch"] = bool(
+        result["lookahead_verified"] and card_la is not None and abs(result["lookahead_ms"] - card_la) > 1e-6
+    )
+
+    n = config.warmup + config.runs + 1  # frame 0 also carries the cells before the first anchor: dropped
+    audio = (
+        np.random.default_rng(config.seed).uniform(-0.5, 0.5, math.ceil(n * rate / fps)).astype(np.float32)
+    )
+    times = stream_frames(step, head, card, audio, n)[1][config.warmup + 1 :]
+    result["latency_ms"] = {
+        "median": float(np.median(times) / 1e6),
+        "p99": float(np.percentile(times, 99) / 1e6),
+    }
+    result["latency_frames"] = len(times)
+    result["real_time_factor"] = (1000.0 / fps) / result["latency_ms"]["median"]
+    result["threads"] = 1
+    result["runtime_rss_bytes"] = _stream_rss(card_file) if config.measure_rss else None
+    test = card.get("test") or card.get("quality")
     if test:
         result["test"] = test
     result["config"] = config.to_dict()

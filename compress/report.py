@@ -57,6 +57,10 @@ def model_entry(card: dict[str, Any], profile: dict[str, Any] | None, *, name: s
     """One summary row from a binary's card and (optionally) its profile result."""
     profile = profile or {}
     parity = card.get("parity")
+    streaming = bool(card.get("streaming") or card.get("kind") == "streaming")
+    card_macs = card.get("macs_per_frame")
+    if isinstance(card_macs, dict):  # streaming cards: {"streaming", "windowed", "head_runs_per_frame"}
+        card_macs = math.ceil(card_macs["streaming"])
     budgets = {
         b: ("pass" if (v["pass"] if isinstance(v, dict) else v == "pass") else "fail")
         for b, v in (profile.get("budgets") or {}).items()
@@ -67,13 +71,15 @@ def model_entry(card: dict[str, Any], profile: dict[str, Any] | None, *, name: s
         "format": card.get("format") or profile.get("format") or "pytorch",
         "dtype": card.get("dtype") or profile.get("dtype") or "fp32",
         "pruned": bool(card.get("pruned", False)),
-        "streaming": bool(card.get("streaming")),
+        "streaming": streaming,
         "bytes": profile.get("bytes") or card.get("bytes"),
         "params": card.get("params"),
         "peak_activation_bytes": profile.get("peak_activation_bytes"),
         "lookahead_ms": profile.get("lookahead_ms", card.get("lookahead_ms")),
-        "macs_per_frame": profile.get("macs_per_frame") or card.get("macs_per_frame"),
-        "parity_max_abs": parity.get("max_abs") if isinstance(parity, dict) else parity,
+        "macs_per_frame": profile.get("macs_per_frame") or card_macs,
+        "parity_max_abs": parity.get("max_abs_diff", parity.get("max_abs"))
+        if isinstance(parity, dict)
+        else parity,
         "latency_ms": profile.get("latency_ms"),
         "real_time_factor": profile.get("real_time_factor"),
         "test": _pick(_test_metrics(card) or profile.get("test"), TEST_KEYS),
@@ -130,7 +136,8 @@ def save_example(
 def collect_results(run_dir: str | os.PathLike) -> dict[str, Any]:
     """Gather the summary from disk: teacher/teacher.json, binaries/*.card.json, profile/*.json, example.npz.
 
-    Every binary with a card becomes a model row; its profile (matched by file name) adds the measured columns.
+    Every binary with a card becomes a model row; its profile (matched by file name) adds the measured columns. A
+    streaming pair is one row named like its card (``tiny.stream.int8.onnx``), as ``compress profile`` names it.
     """
     run_dir = Path(run_dir)
     teacher: dict[str, Any] = {}
@@ -151,7 +158,9 @@ def collect_results(run_dir: str | os.PathLike) -> dict[str, Any]:
         card = _read_json(card_file)
         binary = card_file.with_name(card_file.name[: -len(".card.json")])  # name.int8.onnx.card.json
         profile = profiles.get(binary.name)
-        if card.get("bytes") is None:
+        if card.get("bytes") is None and card.get("kind") == "streaming":  # a pair: step + head files
+            card = {**card, "bytes": sum(g["file_bytes"] for g in card["graphs"].values())}
+        elif card.get("bytes") is None:
             card = {**card, "bytes": binary.stat().st_size if binary.exists() else card.get("file_bytes")}
         models.append(model_entry(card, profile, name=binary.name))
     results: dict[str, Any] = {"teacher": teacher, "models": models, "reference": [PAPER_REFERENCE]}
@@ -186,6 +195,19 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(_f(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def streaming_comparison(models: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(streaming row, windowed row) for each streaming binary whose windowed twin is in the run.
+
+    Twins share a name but for ``.stream``: ``tiny.stream.int8.onnx`` <-> ``tiny.int8.onnx``.
+    """
+    windowed = {m["name"]: m for m in models if not m.get("streaming")}
+    return [
+        (m, windowed[m["name"].replace(".stream.", ".", 1)])
+        for m in models
+        if m.get("streaming") and m["name"].replace(".stream.", ".", 1) in windowed
+    ]
 
 
 def render_markdown(results: dict[str, Any], plots: list[str]) -> str:
@@ -263,6 +285,28 @@ def render_markdown(results: dict[str, Any], plots: list[str]) -> str:
                 "MSE / mean-predictor MSE", "lip closure − teacher"], ratio_rows),
         "",
     ]  # fmt: skip
+    pairs = streaming_comparison(models)
+    if pairs:
+        out += [
+            "## Windowed vs streaming (same student, format and dtype)",
+            "",
+            "Streaming runs the encoder once per 64-sample cell and keeps its state; a frame costs its cells' step "
+            "calls plus its head calls. Latency is per frame on one thread; peak memory of a pair includes its "
+            "state tensors.",
+            "",
+            _table(
+                ["streaming model", "windowed model", "MACs/frame windowed", "MACs/frame streaming",
+                 "MACs ratio (streaming / windowed)", "latency ms windowed", "latency ms streaming",
+                 "peak act. bytes windowed", "peak act. bytes streaming", "lookahead ms windowed",
+                 "lookahead ms streaming"],
+                [[s["name"], w["name"], w.get("macs_per_frame"), s.get("macs_per_frame"),
+                  _ratio(s.get("macs_per_frame"), w.get("macs_per_frame")),
+                  (w.get("latency_ms") or {}).get("median"), (s.get("latency_ms") or {}).get("median"),
+                  w.get("peak_activation_bytes"), s.get("peak_activation_bytes"), w.get("lookahead_ms"),
+                  s.get("lookahead_ms")] for s, w in pairs],
+            ),
+            "",
+        ]  # fmt: skip
     if plots:
         out += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
     return "\n".join(out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import onnx
@@ -165,3 +166,79 @@ def test_cli_malformed_budget_file_is_one_clear_line(lookahead_binaries, tmp_pat
     assert code == 2
     assert str(budgets) in err and "max_byts" in err and "unknown key" in err
     assert len(err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Streaming pairs
+
+
+@pytest.fixture(scope="module")
+def stream_pair(tmp_path_factory):
+    from compress.export import ExportConfig
+    from compress.stream_export import export_streaming
+    from students.model import Student, preset
+
+    torch.manual_seed(0)
+    model = Student(
+        preset("tiny", frontend_channels=(4, 8, 8), context_channels=(8, 8), head_hidden=(4,))
+    ).eval()
+    d = tmp_path_factory.mktemp("stream")
+    audio = [(0.3 * np.random.default_rng(s).standard_normal(16000)).astype(np.float32) for s in (1, 2)]
+    config = ExportConfig(formats=("onnx",), dtypes=("fp32",), fp32_tolerance=1e-5)
+    (card,) = export_streaming(model, audio[:1], audio[1], d, name="t", config=config)
+    return model, card
+
+
+def test_streaming_pair_profiled_as_one_model(stream_pair):
+    from students.streaming import streaming_macs_per_frame
+
+    model, card_file = stream_pair
+    card = json.loads(card_file.read_text())
+    step = card_file.parent / card["graphs"]["step"]["file"]
+    head = card_file.parent / card["graphs"]["head"]["file"]
+    result = profile_binary(step, config=FAST)
+    assert result == {**profile_binary(head, config=FAST), "latency_ms": result["latency_ms"],
+                      "real_time_factor": result["real_time_factor"]}  # fmt: skip
+    assert result["streaming"] is True and result["binary"].endswith("t.stream.fp32.onnx")
+    assert result["bytes"] == step.stat().st_size + head.stat().st_size
+    # re-verified on the binaries: the frame changes with the last cell of its lookahead, not after it
+    assert result["lookahead_ms"] == model.lookahead_ms and result["lookahead_mismatch"] is False
+    assert (
+        result["lookahead_check"]["after_claim_identical"] and result["lookahead_check"]["last_cell_changes"]
+    )
+    # counted from the graphs, it equals the PyTorch hook count (fractional per frame: rounded up)
+    assert result["macs_per_frame"] == math.ceil(streaming_macs_per_frame(model))
+    assert result["macs_per_frame"] < card["macs_per_frame"]["windowed"]
+    states = sum(4 * np.prod(s["shape"]) for s in card["state"])
+    assert result["state_bytes"] == states
+    assert result["peak_activation_bytes"] == states + max(result["graph_peak_activation_bytes"].values())
+    assert result["latency_frames"] == FAST.runs
+    assert 0 < result["latency_ms"]["median"] <= result["latency_ms"]["p99"]
+
+    # a card claiming another lookahead is caught
+    card["lookahead_ms"] += 4
+    card_file.write_text(json.dumps(card))
+    try:
+        assert profile_binary(card_file, config=FAST)["lookahead_mismatch"] is True
+    finally:
+        card["lookahead_ms"] -= 4
+        card_file.write_text(json.dumps(card))
+
+
+def test_cli_profiles_each_pair_once_and_gates_it(stream_pair, lookahead_binaries, tmp_path, capsys):
+    _, card_file = stream_pair
+    files = sorted(str(p) for p in card_file.parent.iterdir() if p.suffix in (".onnx", ".tflite"))
+    assert len(files) == 2  # step + head, as `compress run` lists a binaries folder
+    budgets = tmp_path / "b.toml"
+    budgets.write_text("[dev]\nmax_macs_per_frame = 1000\nmax_peak_activation_bytes = 1_000_000\n")
+    out = tmp_path / "p.json"
+    argv = ["profile", *files, str(card_file), str(lookahead_binaries / "la.onnx"), "--budgets", str(budgets)]
+    argv += ["--budget", "dev", "--runs", "5", "--warmup", "1", "--json", str(out)]
+    assert main(argv) == 1  # the pair needs ~16k MACs per frame
+    text = capsys.readouterr().out
+    assert "t.stream.fp32.onnx" in text and "state bytes" in text
+    data = json.loads(out.read_text())["binaries"]
+    assert [r["streaming"] for r in data] == [True, False]
+    assert data[0]["budgets"]["dev"]["pass"] is False and data[1]["budgets"]["dev"]["pass"] is True
+    budgets.write_text("[dev]\nmax_macs_per_frame = 100_000\nmax_lookahead_ms = 300\n")
+    assert main(argv) == 0
