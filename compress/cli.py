@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     except FacedistillError as exc:
         print(f"compress {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `compress students | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"compress {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

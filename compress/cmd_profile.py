@@ -55,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "binaries",
         nargs="+",
         metavar="BINARY",
-        help=".onnx or .tflite files to measure (either file of a streaming pair, or its .card.json; each model once)",
+        help=".onnx or .tflite files to measure (a streaming pair: either file or its .card.json; "
+        "each model is profiled once)",
     )
     p.add_argument(
         "--budget",

@@ -20,6 +20,10 @@
 - ``latency_ms`` median and p99 of one call on one thread (onnxruntime with intra/inter-op threads = 1, or the
   LiteRT Interpreter with ``num_threads=1``) divided by frames per call, and ``real_time_factor`` = frame period /
   median latency (seconds of audio a single core animates per second of compute).
+
+A streaming pair (``name.stream.<dtype>.step.<fmt>`` + ``.head.<fmt>``, one card
+``name.stream.<dtype>.<fmt>.card.json``) is one model: ``profile_streaming`` gives it the same columns, measured
+through the card's host loop (see there).
 """
 
 from __future__ import annotations
@@ -688,7 +692,9 @@ def verify_stream_lookahead(
     ``trials`` inputs at several scales) either changes frame ``k`` bit-exactly or not, monotonically in ``j``, so a
     bisection finds the last dependent sample ``m`` and ``lookahead = m + 1 - anchor_k``. Then the card's claim is
     checked directly: perturbing everything from ``anchor_k + lookahead_samples`` on leaves the frame bit-identical
-    and perturbing the last cell before that changes it.
+    (the host loop runs the frame's heads before feeding those cells, so this checks the card's schedule) and
+    perturbing the last cell before that changes it (the graphs really read that far). Like the windowed check this
+    is a lower bound: int8 rounding can swallow the effect of the outermost samples on a given input.
     """
     sched, block = card["schedule"], int(card["block_samples"])
     k = max(1, int(sched["fps"]) // 4)

@@ -15,6 +15,8 @@
      "reference": [{"name": "paper (published)", "bytes": 3400000, "lookahead_ms": 81}],
      "example": {"utterance", "fps", "channel_names", "curves": {"<label>": [[F x C]]}} (optional)}
 
+A streaming pair is one model row (``streaming: true``, named like its card: ``tiny.stream.int8.onnx``; bytes are
+step + head files, peak memory includes the state); REPORT.md compares it with its windowed twin ``tiny.int8.onnx``.
 Units: bytes are file bytes, latency is per output frame on one thread, ``real_time_factor`` is audio seconds
 animated per compute second, test metrics come from ``teacher.metrics.evaluate`` on the held-out test split.
 """

@@ -94,3 +94,42 @@ def test_frames_follow_jaw_open():
     opened = render_frames({"a": _example_curves(1, 1.0)}, list(ARKIT_52))
     assert closed.shape == opened.shape == (1, 240, 240, 3)
     assert np.mean(closed != opened) > 0.01
+
+
+def test_streaming_pair_is_a_row_beside_its_windowed_twin(tmp_path):
+    run, out = tmp_path / "run", tmp_path / "reports"
+    _fake_run(run)
+    graphs = {"step": {"file": "small.stream.int8.step.onnx", "file_bytes": 700},
+              "head": {"file": "small.stream.int8.head.onnx", "file_bytes": 500}}  # fmt: skip
+    card = {"kind": "streaming", "format": "onnx", "dtype": "int8", "params": 10, "graphs": graphs,
+            "lookahead_ms": 32.0, "parity": {"max_abs_diff": 0.004},
+            "macs_per_frame": {"streaming": 1000.5, "windowed": 12000, "head_runs_per_frame": 1.0},
+            "preset": "small", "pruned": False, "streaming": True}  # fmt: skip
+    (run / "binaries" / "small.stream.int8.onnx.card.json").write_text(json.dumps(card))
+    profile = json.loads((run / "profile" / "p.json").read_text())
+    profile["binaries"].append({"binary": str(run / "binaries" / "small.stream.int8.onnx"), "format": "onnx",
+                                "streaming": True, "bytes": 1200, "peak_activation_bytes": 300,
+                                "lookahead_ms": 32.0, "macs_per_frame": 1001,
+                                "latency_ms": {"median": 0.02, "p99": 0.05}, "real_time_factor": 1666.0,
+                                "budgets": {"wearable": {"pass": True}}})  # fmt: skip
+    (run / "profile" / "p.json").write_text(json.dumps(profile))
+    results = collect_results(run)
+    row = next(m for m in results["models"] if m["name"] == "small.stream.int8.onnx")
+    assert row["streaming"] is True and row["format"] == "onnx" and row["dtype"] == "int8"
+    assert row["bytes"] == 1200 and row["macs_per_frame"] == 1001 and row["parity_max_abs"] == 0.004
+    assert row["latency_ms"]["median"] == 0.02 and row["budgets"] == {"wearable": "pass"}
+    write_report(run, out, results=results, preview=False)
+    names = [m["name"] for m in json.loads((out / "summary.json").read_text())["models"]]
+    assert "small.stream.int8.onnx" in names and "small.int8.onnx" in names
+    md = (out / "REPORT.md").read_text()
+    assert "## Windowed vs streaming" in md
+    # streaming row, windowed twin, MACs 12345 -> 1001 (ratio 0.08109), latency 0.1 -> 0.02 ms, peak 512 -> 300
+    assert (
+        "| small.stream.int8.onnx | small.int8.onnx | 12,345 | 1,001 | 0.08109 | 0.1 | 0.02 | 512 | 300 |"
+        in md
+    )
+
+    # without a profile the card's own MAC count (rounded up) and the pair's file bytes still fill the row
+    (run / "profile" / "p.json").unlink()
+    row = next(m for m in collect_results(run)["models"] if m["name"] == "small.stream.int8.onnx")
+    assert row["macs_per_frame"] == 1001 and row["bytes"] == 1200 and row["streaming"] is True
