@@ -172,7 +172,7 @@ def run_pipeline(workdir: str | Path, reports_dir: str | Path, *, config: RunCon
                 config,
                 extra={"preset": name, "pruned": pruned, "streaming": False},
             )
-    _export_streaming(students_dir, binaries, calib_split, config)
+    refusals += _export_streaming(students_dir, binaries, calib_split, config)
     _done("prune / quantize / export", t, timings)
 
     t = _stage("profile")
@@ -231,6 +231,37 @@ def _fresh(path: Path, identity: str) -> bool:
     return path.is_file() and json.loads(path.read_text()).get("teacher") == identity
 
 
+def _with_fallback(write, label: str, fmt: str, rank) -> dict[str, Any] | None:
+    """Write one int8 binary via ``write(keep_float)``; on a parity/dtype refusal retry with the most
+    quantization-sensitive layers (``rank()``, computed once) kept in float, up to ``MAX_KEEP_FLOAT`` of them.
+    Returns a refusal record when it stays refused (nothing is written then), else None."""
+    keep: tuple[str, ...] = ()
+    while True:
+        try:
+            write(keep)
+            return None
+        except ExportError as exc:
+            if len(keep) >= MAX_KEEP_FLOAT:
+                print(f"compress run: {exc}", file=sys.stderr)
+                return {"binary": f"{label}.int8.{fmt}", "error": str(exc), "keep_float": list(keep)}
+            keep = tuple(rank()[: len(keep) + 1])
+            print(
+                f"compress run: {label} int8 {fmt} refused; retrying with {list(keep)} in float",
+                file=sys.stderr,
+            )
+
+
+def _ranker(model, calib: np.ndarray, held: np.ndarray):
+    cache: list[str] = []
+
+    def rank() -> list[str]:
+        if not cache:
+            cache.extend(row["layer"] for row in sensitivity(model, calib, held))
+        return cache
+
+    return rank
+
+
 def _ship_one(
     model,
     ckpt: Path,
@@ -242,8 +273,7 @@ def _ship_one(
     *,
     extra: dict[str, Any],
 ) -> list[dict[str, Any]]:
-    """Export fp32 + int8 ONNX/TFLite of one student; an int8 binary that fails parity is retried with the most
-    quantization-sensitive layers kept in float (up to ``MAX_KEEP_FLOAT``); what stays refused is reported."""
+    """Export fp32 + int8 ONNX/TFLite of one windowed student (int8 with the keep-float fallback)."""
     calib, _ = split_windows(calib_split, model, part="calib", count=config.calib_windows, seed=config.seed)
     held, _ = split_windows(
         calib_split, model, part="heldout", count=config.parity_windows, seed=config.seed + 1
@@ -253,8 +283,8 @@ def _ship_one(
         quality_fn=lambda p: evaluate_binary(p, model, test_split),
         extra=extra,
     )
+    rank = _ranker(model, calib, held)
     refusals = []
-    ranking: list[str] | None = None
     for fmt in ("onnx", "tflite"):
         export(
             model,
@@ -265,33 +295,14 @@ def _ship_one(
             config=ExportConfig(formats=(fmt,), dtypes=("fp32",)),
             **common,
         )
-        keep: tuple[str, ...] = ()
-        while True:
-            try:
-                export(
-                    model,
-                    calib,
-                    held,
-                    binaries,
-                    name=label,
-                    config=ExportConfig(formats=(fmt,), dtypes=("int8",), keep_float=keep),
-                    **common,
-                )
-                break
-            except ExportError as exc:
-                if len(keep) >= MAX_KEEP_FLOAT:
-                    print(f"compress run: {exc}", file=sys.stderr)
-                    refusals.append(
-                        {"binary": f"{label}.int8.{fmt}", "error": str(exc), "keep_float": list(keep)}
-                    )
-                    break
-                if ranking is None:
-                    ranking = [row["layer"] for row in sensitivity(model, calib, held)]
-                keep = tuple(ranking[: len(keep) + 1])
-                print(
-                    f"compress run: {label}.int8.{fmt} failed parity; retrying with {list(keep)} in float",
-                    file=sys.stderr,
-                )
+
+        def write(keep, fmt=fmt):
+            config_ = ExportConfig(formats=(fmt,), dtypes=("int8",), keep_float=keep)
+            export(model, calib, held, binaries, name=label, config=config_, **common)
+
+        refusal = _with_fallback(write, label, fmt, rank)
+        if refusal:
+            refusals.append(refusal)
     return refusals
 
 
@@ -310,21 +321,34 @@ def _pruned(ckpt: Path, ratio: float, calib_split, config: RunConfig) -> Path:
     return out
 
 
-def _export_streaming(students_dir: Path, binaries: Path, calib_split, config: RunConfig) -> None:
+def _export_streaming(
+    students_dir: Path, binaries: Path, calib_split, config: RunConfig
+) -> list[dict[str, Any]]:
     """Streaming (state-carrying) binaries: calibrated on even utterances, parity on ~10 s of odd ones."""
     calib_audio = list(calib_split.audio[0::2][:32])
     heldout = np.concatenate(list(calib_split.audio[1::2][:4]))
+    refusals = []
     for name in config.streaming:
         ckpt = students_dir / name / "student.pt"
-        export_streaming(
-            load_student(ckpt),
-            calib_audio,
-            heldout,
-            binaries,
-            name=name,
-            parent_sha256=sha256_file(ckpt),
-            extra={"preset": name, "pruned": False, "streaming": True},
+        model = load_student(ckpt)
+        common = dict(
+            parent_sha256=sha256_file(ckpt), extra={"preset": name, "pruned": False, "streaming": True}
         )
+        calib, _ = split_windows(calib_split, model, part="calib", count=128, seed=config.seed)
+        held, _ = split_windows(calib_split, model, part="heldout", count=64, seed=config.seed + 1)
+        rank = _ranker(model, calib, held)
+        for fmt in ("onnx", "tflite"):
+            fp32 = ExportConfig(formats=(fmt,), dtypes=("fp32",), fp32_tolerance=1e-5)
+            export_streaming(model, calib_audio, heldout, binaries, name=name, config=fp32, **common)
+
+            def write(keep, fmt=fmt, model=model, common=common, name=name):
+                config_ = ExportConfig(formats=(fmt,), dtypes=("int8",), keep_float=keep)
+                export_streaming(model, calib_audio, heldout, binaries, name=name, config=config_, **common)
+
+            refusal = _with_fallback(write, f"{name}.stream", fmt, rank)
+            if refusal:
+                refusals.append(refusal)
+    return refusals
 
 
 def _save_example(work: Path, teacher: Teacher, students_dir: Path, corpus: Path) -> None:

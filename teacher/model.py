@@ -44,12 +44,12 @@ class TeacherConfig:
     """Architecture of the teacher decoder (everything needed to rebuild it from a state dict)."""
 
     features: str = "both"  # "whisper" | "logmel" | "both"
-    conv_channels: int = 256
+    conv_channels: int = 128
     conv_kernel: int = 5
-    gru_hidden: int = 128
+    gru_hidden: int = 96
     gru_layers: int = 2
-    dropout: float = 0.1
-    input_dropout: float = 0.0  # dropout on the normalised input features (feature-level regularisation)
+    dropout: float = 0.3
+    input_dropout: float = 0.2  # dropout on the normalised input features (feature-level regularisation)
     fps: int = DEFAULT_FPS
     channel_names: tuple[str, ...] = field(default=ARKIT_52)
     version: int = 1
