@@ -41,7 +41,6 @@ from teacher.model import Teacher
 from teacher.train import TeacherTrainConfig, evaluate_teacher, train_teacher
 
 RUN_VERSION = 1
-MAX_KEEP_FLOAT = 2  # int8 binaries may keep this many of their most sensitive layers in float
 
 
 @dataclass(frozen=True)
@@ -60,6 +59,7 @@ class RunConfig:
     calib_windows: int = 512
     parity_windows: int = 64
     profile_runs: int = 1000
+    max_keep_float: int = 2  # int8 binaries may keep this many of their most sensitive layers in float
 
     def __post_init__(self) -> None:
         for key in ("presets", "ship", "streaming", "budgets"):
@@ -78,9 +78,10 @@ class RunConfig:
         return cls(
             **{
                 "quick": True,
-                "ship": ("tiny", "edge"),
+                "ship": ("tiny",),
                 "streaming": ("tiny",),
                 "profile_runs": 200,
+                "max_keep_float": 1,
                 **overrides,
             }
         )
@@ -194,6 +195,7 @@ def run_pipeline(workdir: str | Path, reports_dir: str | Path, *, config: RunCon
     t = _stage("report")
     _save_example(work, teacher, students_dir, corpus)
     results = collect_results(work)
+    results["teacher"].update(_teacher_size_and_latency(teacher, corpus / "test"))
     results["run"] = {
         "config": config.to_dict(),
         "stage_seconds": timings,
@@ -227,13 +229,34 @@ def _pseudo_label_quality(pseudo: Path, teacher: Teacher) -> dict:
     )
 
 
+def _teacher_size_and_latency(teacher: Teacher, test_dir: Path, n_utterances: int = 8) -> dict[str, Any]:
+    """Params and bytes with the frozen Whisper encoder included (as stored: fp16 in model.bin), and the compute
+    per output frame of whole-utterance prediction (encoder + decoder, this machine, its default threads)."""
+    size = teacher.size()
+    encoder_params = size.get("encoder_params", 0)
+    utts = [u for _, u in zip(range(n_utterances), Dataset(test_dir))]
+    per_frame = []
+    for utt in utts:
+        start = time.perf_counter()
+        teacher.predict_batch([utt.audio])
+        per_frame.append(1000 * (time.perf_counter() - start) / utt.n_frames(teacher.fps))
+    return {
+        "params": size["decoder_params"] + encoder_params,
+        "bytes": size["decoder_bytes_fp32"] + 2 * encoder_params,
+        "size_note": "decoder fp32 + Whisper-base encoder fp16 as stored in model.bin "
+        f"({encoder_params:,} encoder params)",
+        "latency_ms": {"median": float(np.median(per_frame)), "p99": float(np.percentile(per_frame, 99))},
+        "latency_note": f"whole-utterance prediction / frames, {len(utts)} test utterances",
+    }
+
+
 def _fresh(path: Path, identity: str) -> bool:
     return path.is_file() and json.loads(path.read_text()).get("teacher") == identity
 
 
-def _with_fallback(write, label: str, fmt: str, rank) -> dict[str, Any] | None:
+def _with_fallback(write, label: str, fmt: str, rank, max_keep: int) -> dict[str, Any] | None:
     """Write one int8 binary via ``write(keep_float)``; on a parity/dtype refusal retry with the most
-    quantization-sensitive layers (``rank()``, computed once) kept in float, up to ``MAX_KEEP_FLOAT`` of them.
+    quantization-sensitive layers (``rank()``, computed once) kept in float, up to ``max_keep`` of them.
     Returns a refusal record when it stays refused (nothing is written then), else None."""
     keep: tuple[str, ...] = ()
     while True:
@@ -241,7 +264,7 @@ def _with_fallback(write, label: str, fmt: str, rank) -> dict[str, Any] | None:
             write(keep)
             return None
         except ExportError as exc:
-            if len(keep) >= MAX_KEEP_FLOAT:
+            if len(keep) >= max_keep:
                 print(f"compress run: {exc}", file=sys.stderr)
                 return {"binary": f"{label}.int8.{fmt}", "error": str(exc), "keep_float": list(keep)}
             keep = tuple(rank()[: len(keep) + 1])
@@ -300,7 +323,7 @@ def _ship_one(
             config_ = ExportConfig(formats=(fmt,), dtypes=("int8",), keep_float=keep)
             export(model, calib, held, binaries, name=label, config=config_, **common)
 
-        refusal = _with_fallback(write, label, fmt, rank)
+        refusal = _with_fallback(write, label, fmt, rank, config.max_keep_float)
         if refusal:
             refusals.append(refusal)
     return refusals
@@ -345,7 +368,7 @@ def _export_streaming(
                 config_ = ExportConfig(formats=(fmt,), dtypes=("int8",), keep_float=keep)
                 export_streaming(model, calib_audio, heldout, binaries, name=name, config=config_, **common)
 
-            refusal = _with_fallback(write, f"{name}.stream", fmt, rank)
+            refusal = _with_fallback(write, f"{name}.stream", fmt, rank, config.max_keep_float)
             if refusal:
                 refusals.append(refusal)
     return refusals
