@@ -57,13 +57,12 @@ from teacher.fsutil import atomic_torch_save, atomic_write_json
 DISTILL_VERSION = 1
 PROGRESS_FORMAT = "facedistill-distill-progress"
 
-# Steps per preset of the default run. Measured s/step (batch 8 x 1 s chunks, 2 threads on a 2-core machine that
-# other jobs were loading): small 0.85, tiny 0.33, realtime 1.46, edge 0.46, causal 0.50 (stage 2 includes the
-# stage-1 encoder pass for the feature loss) -> about 1000 s loaded, roughly half that on idle cores.
-# Step count is the lever that matters: on truth labels, 300/600/1500 steps of tiny-sized models gave about
-# 0.81/0.68/0.58 x the mean-predictor MSE, while lr, batch shape, loss weighting, init, strides and dilations moved
-# it by <= 0.05 at equal steps. tiny is the cheapest step, so it gets the extra steps (+~100 s loaded).
-DEFAULT_STEPS = {"small": 400, "tiny": 700, "realtime": 100, "edge": 400, "causal": 400}
+# Steps per preset of the default run. Measured on 2 idle cores (batch 8 x 1 s chunks, 2 threads): small 0.146,
+# tiny 0.035, edge 0.026, causal 0.033, realtime 0.293 s/step (stage 2 includes the frozen small's feature pass)
+# -> ~13 min of training in all. Step count is the lever that matters: on truth labels, 300/600/1500 steps of
+# tiny gave about 0.81/0.68/0.58 x the mean-predictor MSE, while lr, batch shape, loss weighting, init, strides
+# and dilations moved it by <= 0.05 at equal steps; so the cheap presets get many steps.
+DEFAULT_STEPS = {"small": 1500, "tiny": 4000, "realtime": 600, "edge": 4000, "causal": 4000}
 
 
 class DistillError(FacedistillError, ValueError):
@@ -142,8 +141,8 @@ class DistillConfig:
         return cls(**data)
 
     def quick(self) -> DistillConfig:
-        """A smoke-test version of this config: 5 % of the steps (at least 20)."""
-        steps = {p: max(20, self.steps_for(p) // 20) for p in self.presets}
+        """A smoke-test version of this config: 2.5 % of the steps (at least 20)."""
+        steps = {p: max(20, self.steps_for(p) // 40) for p in self.presets}
         return DistillConfig.from_dict({**self.to_dict(), "steps": steps, "checkpoint_every": 20})
 
 
