@@ -14,7 +14,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,18 +183,25 @@ def _export_onnx_fp32(model: nn.Module, example: torch.Tensor, path: Path) -> No
 
 
 def _quantize_onnx(path: Path, calib: np.ndarray, keep_float: tuple[str, ...]) -> None:
-    """QDQ int8 (per-channel weights, int8 activations) in place, calibrated on ``calib``."""
+    """QDQ int8 (per-channel weights, int8 activations) in place, calibrated on the windows ``calib``."""
+    quantize_onnx_qdq(path, ({INPUT_NAME: calib[i : i + 1]} for i in range(len(calib))), keep_float)
+
+
+def quantize_onnx_qdq(
+    path: Path, feeds: Iterable[dict[str, np.ndarray]], keep_float: tuple[str, ...]
+) -> None:
+    """onnxruntime static QDQ quantization in place: per-channel int8 weights, int8 activations calibrated on
+    ``feeds`` (input name -> array dicts); nodes of the ``keep_float`` modules stay float."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._it = iter(calib[i : i + 1] for i in range(len(calib)))
+            self._it = iter(feeds)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            window = next(self._it, None)
-            return None if window is None else {INPUT_NAME: window}
+            return next(self._it, None)
 
     exclude = onnx_nodes_of(onnx.load(str(path)), keep_float)
     with tempfile.TemporaryDirectory() as tmpdir, _quiet():

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import torch
 from torch import nn
 
 from compress.card import CARD_VERSION, card_path, model_timing
-from compress.export import SUFFIX, ExportConfig, ExportError, check_int8, check_parity
+from compress.export import SUFFIX, ExportConfig, ExportError, check_int8, check_parity, quantize_onnx_qdq
 from compress.quantize import check_keep_float, pt2e_quantizer
 from students.model import Student
 from students.streaming import (
@@ -239,33 +238,7 @@ def _quantize_onnx(
     path: Path, input_names: list[str], calib: list[tuple[np.ndarray, ...]], keep_float: tuple[str, ...]
 ) -> None:
     """QDQ int8 in place (per-channel weights, int8 activations), as compress.export does for windows."""
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from compress.export import onnx_nodes_of
-
-    class _Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter(dict(zip(input_names, inputs)) for inputs in calib)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._it, None)
-
-    exclude = onnx_nodes_of(onnx.load(str(path)), keep_float)
-    with tempfile.TemporaryDirectory() as tmpdir, _quiet():
-        pre = Path(tmpdir) / "pre.onnx"
-        quant_pre_process(str(path), str(pre))
-        quantize_static(
-            str(pre),
-            str(path),
-            _Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=exclude,
-        )
+    quantize_onnx_qdq(path, (dict(zip(input_names, inputs)) for inputs in calib), keep_float)
 
 
 def binary_io(path: Path, names: tuple[list[str], list[str]]) -> dict[str, list[dict[str, Any]]]:

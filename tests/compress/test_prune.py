@@ -5,35 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from toy_models import speechlike, tiny_student
 
 from compress.prune import PruneConfig, PruneError, prune
-from students.model import Student, StudentConfig, count_params, load_student, save_student
-
-
-def tiny_student(seed: int = 0) -> Student:
-    torch.manual_seed(seed)
-    config = StudentConfig(
-        name="t",
-        past_ms=32.0,
-        future_ms=32.0,
-        frontend_channels=(8, 16, 16),
-        context_channels=(16,),
-        context_dilations=(1,),
-        head_hidden=(16,),
-        channel_names=("jawOpen", "mouthClose", "mouthFunnel", "mouthPucker"),
-    )
-    return Student(config).eval()
-
-
-def speechlike(n: int, width: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(width)[None]
-    tone = np.sin(t * rng.uniform(0.01, 0.3, (n, 1))) * rng.uniform(0.05, 0.5, (n, 1))
-    return (tone + 0.02 * rng.standard_normal((n, width))).astype(np.float32)
+from students.model import count_params, load_student, save_student
 
 
 def test_pruned_student_round_trips_through_config_and_state_dict(tmp_path):
-    model = tiny_student()
+    model = tiny_student(frontend=(8, 16, 16))
     windows = speechlike(64, model.window_samples, 0)
     pruned = prune(model, windows, config=PruneConfig(ratio=0.5, round_to=4, finetune_steps=5))
     assert pruned.config.frontend_channels == (4, 8, 8) and pruned.config.head_hidden == (8,)
@@ -49,7 +28,7 @@ def test_pruned_student_round_trips_through_config_and_state_dict(tmp_path):
 
 
 def test_finetune_pulls_pruned_outputs_back_to_the_unpruned_model():
-    model = tiny_student()
+    model = tiny_student(frontend=(8, 16, 16))
     windows = speechlike(64, model.window_samples, 0)
     x = torch.from_numpy(speechlike(32, model.window_samples, 1))
 
@@ -64,7 +43,7 @@ def test_finetune_pulls_pruned_outputs_back_to_the_unpruned_model():
 
 
 def test_taylor_needs_labels_and_runs_with_them():
-    model = tiny_student()
+    model = tiny_student(frontend=(8, 16, 16))
     windows = speechlike(32, model.window_samples, 0)
     config = PruneConfig(ratio=0.25, importance="taylor", round_to=4, finetune_steps=2, iterative_steps=2)
     with pytest.raises(PruneError, match="labels"):

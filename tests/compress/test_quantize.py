@@ -2,34 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
+from toy_models import speechlike, tiny_student
 
 from compress.quantize import QuantizeConfig, QuantizeError, qat_finetune, quantize_pt2e, sensitivity
-from students.model import Student, StudentConfig
-
-
-def tiny_student(seed: int = 0) -> Student:
-    torch.manual_seed(seed)
-    config = StudentConfig(
-        name="t",
-        past_ms=32.0,
-        future_ms=32.0,
-        frontend_channels=(8, 8, 16),
-        context_channels=(16,),
-        context_dilations=(1,),
-        head_hidden=(16,),
-        channel_names=("jawOpen", "mouthClose", "mouthFunnel", "mouthPucker"),
-    )
-    return Student(config).eval()
-
-
-def speechlike(n: int, width: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(width)[None]
-    tone = np.sin(t * rng.uniform(0.01, 0.3, (n, 1))) * rng.uniform(0.05, 0.5, (n, 1))
-    return (tone + 0.02 * rng.standard_normal((n, width))).astype(np.float32)
 
 
 @pytest.mark.parametrize("layer", ["context.0", "head.0", "out"])

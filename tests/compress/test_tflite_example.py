@@ -32,7 +32,12 @@ def test_card_only_example_matches_the_pytorch_student(tmp_path):
     rng = np.random.default_rng(0)
     windows = (0.3 * rng.standard_normal((16, model.window_samples))).astype(np.float32)
     (binary,) = ex.export(
-        model, windows, windows, tmp_path, name="t", config=ex.ExportConfig(formats=("tflite",), dtypes=("fp32",))
+        model,
+        windows,
+        windows,
+        tmp_path,
+        name="t",
+        config=ex.ExportConfig(formats=("tflite",), dtypes=("fp32",)),
     )
     audio = (0.3 * np.sin(np.arange(11_000) * 0.05) * rng.uniform(0.2, 1.0, 11_000)).astype(np.float32)
     wav = tmp_path / "speech.wav"
@@ -45,6 +50,8 @@ def test_card_only_example_matches_the_pytorch_student(tmp_path):
 
     n = num_frames(len(audio), 30)
     with torch.no_grad():
-        expected = model.forward_full(torch.from_numpy(audio)[None], torch.from_numpy(frame_anchors(n, 30)))[0]
+        expected = model.forward_full(torch.from_numpy(audio)[None], torch.from_numpy(frame_anchors(n, 30)))[
+            0
+        ]
     assert frames.shape == (n, 3)
     np.testing.assert_allclose(frames, expected.numpy(), atol=1e-4)

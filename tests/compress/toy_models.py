@@ -1,0 +1,32 @@
+"""Toy students and speech-like windows shared by the compression tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from students.model import Student, StudentConfig
+
+
+def tiny_student(seed: int = 0, *, frontend: tuple[int, int, int] = (8, 8, 16)) -> Student:
+    """A 4-channel student with a 64 ms window (random weights, eval mode)."""
+    torch.manual_seed(seed)
+    config = StudentConfig(
+        name="t",
+        past_ms=32.0,
+        future_ms=32.0,
+        frontend_channels=frontend,
+        context_channels=(16,),
+        context_dilations=(1,),
+        head_hidden=(16,),
+        channel_names=("jawOpen", "mouthClose", "mouthFunnel", "mouthPucker"),
+    )
+    return Student(config).eval()
+
+
+def speechlike(n: int, width: int, seed: int) -> np.ndarray:
+    """``n`` windows of amplitude-varied tones plus a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(width)[None]
+    tone = np.sin(t * rng.uniform(0.01, 0.3, (n, 1))) * rng.uniform(0.05, 0.5, (n, 1))
+    return (tone + 0.02 * rng.standard_normal((n, width))).astype(np.float32)
