@@ -309,9 +309,50 @@ def render_markdown(results: dict[str, Any], plots: list[str]) -> str:
             ),
             "",
         ]  # fmt: skip
+    out += _run_section(results.get("run"))
     if plots:
         out += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
     return "\n".join(out)
+
+
+def _run_section(run: dict[str, Any] | None) -> list[str]:
+    """Binaries the parity gate refused, the teacher on every evaluated split, and stage timings."""
+    if not run:
+        return []
+    out: list[str] = []
+    refused = run.get("refused_binaries") or []
+    if refused:
+        out += ["## Refused by the parity / dtype gate (not written)", ""]
+        out += [
+            _table(
+                ["binary", "layers tried in float", "error"],
+                [[r["binary"], ", ".join(r.get("keep_float") or []) or "none", r["error"]] for r in refused],
+            ),
+            "",
+        ]
+    evals = run.get("teacher_eval") or {}
+    if evals:
+        out += ["## Teacher on every evaluated split", ""]
+        keys = [
+            "mse",
+            "mse_ratio_to_mean",
+            "velocity_mse",
+            "lip_closure",
+            "lip_closure_ground_truth",
+            "jitter_ratio",
+        ]
+        out += [_table(["split", *keys], [[k, *[m.get(x) for x in keys]] for k, m in evals.items()]), ""]
+    if run.get("stage_seconds"):
+        out += ["## Run", ""]
+        stages = run["stage_seconds"]
+        out += [
+            _table(
+                ["stage", "seconds"],
+                [[k, v] for k, v in stages.items()] + [["total", run.get("total_seconds")]],
+            )
+        ]
+        out += [""]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
