@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -41,6 +42,7 @@ from teacher.model import Teacher
 from teacher.train import TeacherTrainConfig, evaluate_teacher, train_teacher
 
 RUN_VERSION = 1
+RETRY_MARGIN = 1.5  # retry a refused int8 binary with float layers only when max |Δ| <= 1.5 x the gate
 
 
 @dataclass(frozen=True)
@@ -256,15 +258,18 @@ def _fresh(path: Path, identity: str) -> bool:
 
 def _with_fallback(write, label: str, fmt: str, rank, max_keep: int) -> dict[str, Any] | None:
     """Write one int8 binary via ``write(keep_float)``; on a parity/dtype refusal retry with the most
-    quantization-sensitive layers (``rank()``, computed once) kept in float, up to ``max_keep`` of them.
-    Returns a refusal record when it stays refused (nothing is written then), else None."""
+    quantization-sensitive layers (``rank()``, computed once) kept in float, up to ``max_keep`` of them, as long as
+    the miss is within ``RETRY_MARGIN`` x the tolerance (a far miss is not fixed by one float layer, and every retry
+    is a full conversion). Returns a refusal record when it stays refused (nothing is written then), else None."""
     keep: tuple[str, ...] = ()
     while True:
         try:
             write(keep)
             return None
         except ExportError as exc:
-            if len(keep) >= max_keep:
+            miss = re.search(r"max \|Δ\| ([0-9.eE+-]+) > ([0-9.eE+-]+)", str(exc))
+            near = miss is not None and float(miss.group(1)) <= RETRY_MARGIN * float(miss.group(2))
+            if len(keep) >= max_keep or not near:
                 print(f"compress run: {exc}", file=sys.stderr)
                 return {"binary": f"{label}.int8.{fmt}", "error": str(exc), "keep_float": list(keep)}
             keep = tuple(rank()[: len(keep) + 1])
