@@ -195,7 +195,7 @@ def _ratio(a: Any, b: Any) -> float | None:
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_f(c) for c in r) + " |" for r in rows]
+    lines += ["| " + " | ".join(_f(c).replace("|", "\\|") for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
