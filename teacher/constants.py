@@ -63,7 +63,8 @@ def frame_times(n_frames: int, fps: int) -> np.ndarray:
     return frame_anchors(n_frames, fps) / SAMPLE_RATE
 
 
-# The 52 ARKit blendshapes, in Apple's / Live Link Face's order.
+# The 52 ARKit blendshapes, in Apple's ARFaceAnchor order (Live Link Face CSVs swap the Left/Right pairs of jaw and
+# mouth; teacher.livelink matches their columns by name).
 ARKIT_52 = (
     "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft", "eyeSquintLeft",
     "eyeWideLeft", "eyeBlinkRight", "eyeLookDownRight", "eyeLookInRight", "eyeLookOutRight", "eyeLookUpRight",
