@@ -4,7 +4,9 @@ Ablation on ``tiny`` (same steps each, evaluated on the test split's ground trut
 
 * ``labeled-only``  -- ground truth of the labeled split only, with gain/noise augmentation;
 * ``pseudo-only``   -- teacher pseudo-labels only (reconstruction + velocity loss);
-* ``hybrid``        -- pseudo-labels + feature loss against the stage-1 ``small`` (+ ground truth, weight 0.5).
+* ``pseudo + GT``   -- pseudo-labels + the labeled split's ground truth (the default ``DistillConfig``);
+* ``hybrid fw=W``   -- pseudo-labels + ground truth + feature loss of weight W against the stage-1 ``small``
+  (the paper's stage 2), for the weights in ``FEATURE_WEIGHTS``.
 
 Lookahead sweep: ``tiny`` widths, 256 ms past, future 0 / 16 / 32 / 64 / 128 / 256 ms, pseudo-labels
 (or the labeled split's ground truth if no pseudo-labels exist yet).
@@ -29,6 +31,7 @@ from students.distill import DistillConfig, load_pseudo, train_student
 from students.model import describe, load_student, preset
 
 SWEEP_FUTURE_MS = (0, 16, 32, 64, 128, 256)
+FEATURE_WEIGHTS = (0.001, 0.1)
 
 
 def _row(name: str, model, summary: dict, test: Split, mean) -> dict:
@@ -63,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     labeled = load_split(corpus / "labeled")
     test = load_split(corpus / "test", field="truth")
     pseudo = load_pseudo(Path(args.pseudo)) if Path(args.pseudo).exists() else None
-    settings = DistillConfig()
+    settings = DistillConfig()  # the defaults of `compress distill`
+    pseudo_only = DistillConfig(labeled_weight=0.0, feature_weight=0.0)
     rows: list[dict] = []
     parts = set(args.parts.split(","))
     t0 = time.perf_counter()
@@ -80,11 +84,16 @@ def main(argv: list[str] | None = None) -> int:
         if pseudo is None:
             print("no pseudo-labels yet: skipping pseudo-only and hybrid", file=sys.stderr)
         else:
-            run("tiny pseudo-only", preset("tiny"), pseudo)
+            run("tiny pseudo-only", preset("tiny"), pseudo, settings=pseudo_only)
+            gt = settings.labeled_weight or 0.2
+            run(f"tiny pseudo + GT {gt:g}", preset("tiny"), pseudo, labeled=labeled,
+                settings=DistillConfig(labeled_weight=gt, feature_weight=0.0))  # fmt: skip
             if Path(args.small).is_file():
                 small = load_student(args.small).requires_grad_(False)
-                hybrid = DistillConfig(labeled_weight=0.5)
-                run("tiny hybrid", preset("tiny"), pseudo, teacher=small, labeled=labeled, settings=hybrid)
+                for weight in FEATURE_WEIGHTS:
+                    hybrid = DistillConfig(labeled_weight=gt, feature_weight=weight)
+                    run(f"tiny hybrid fw={weight:g} + GT", preset("tiny"), pseudo, teacher=small, labeled=labeled,
+                        settings=hybrid)  # fmt: skip
             else:
                 print(
                     f"{args.small} missing: skipping hybrid (run `compress distill` first)", file=sys.stderr
@@ -93,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         train = pseudo if pseudo is not None else labeled
         source = "pseudo" if pseudo is not None else "labeled"
         for future in SWEEP_FUTURE_MS:
-            run(f"tiny future {future} ms ({source})", preset("tiny", future_ms=float(future)), train)
+            cfg = preset("tiny", future_ms=float(future))
+            run(f"tiny future {future} ms ({source})", cfg, train, settings=pseudo_only)
 
     print(
         f"\n{'variant':<34}{'lookahead':>10}{'steps':>7}{'s/step':>8}{'mse':>10}{'mse/mean':>10}{'lip':>7}{'jitter':>8}"

@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--labeled-minutes", type=float, help="size of the labeled split (default 10, quick 0.5)"
     )
     build.add_argument(
-        "--unlabeled-minutes", type=float, help="size of the unlabeled split (default 65, quick 1)"
+        "--unlabeled-minutes", type=float, help="size of the unlabeled split (default 130, quick 1)"
     )
     build.add_argument("--test-minutes", type=float, help="size of the test split (default 8, quick 0.5)")
     build.add_argument("--workers", type=int, help="synthesis processes (default 2, quick 1)")

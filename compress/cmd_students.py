@@ -39,7 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="labeled split for the optional ground-truth loss (used when labeled_weight > 0; "
         f"default {DEFAULT_LABELED})",
     )
-    p.add_argument("--labeled-weight", type=float, help="weight of the ground-truth loss (default 0 = off)")
+    p.add_argument(
+        "--labeled-weight", type=float, help="weight of the ground-truth loss (default 0.2; 0 = off)"
+    )
+    p.add_argument(
+        "--feature-weight",
+        type=float,
+        help="weight of the feature loss against the stage-1 student (default 0 = off; see bench/bench_distill.py)",
+    )
     p.add_argument(
         "--test", default=DEFAULT_TEST, help=f"test split for the card metrics (default {DEFAULT_TEST})"
     )
@@ -82,6 +89,8 @@ def _distill_config(args: argparse.Namespace) -> DistillConfig:
         data["seed"] = args.seed
     if args.labeled_weight is not None:
         data["labeled_weight"] = args.labeled_weight
+    if args.feature_weight is not None:
+        data["feature_weight"] = args.feature_weight
     if args.steps is not None:
         data["steps"] = {}
         data["default_steps"] = args.steps
@@ -93,6 +102,12 @@ def cmd_distill(args: argparse.Namespace) -> int:
     config = _distill_config(args)
     test = None if args.no_test or not Path(args.test, "manifest.json").is_file() else args.test
     labeled = args.labeled if config.labeled_weight > 0 else None
+    if labeled is not None and not Path(labeled, "manifest.json").is_file():
+        if args.labeled != DEFAULT_LABELED:
+            msg = f"{labeled}: no labeled dataset here (manifest.json missing); pass --labeled-weight 0 to train without one"
+            raise FacedistillError(msg)
+        print(f"no labeled split at {labeled}: training without the ground-truth loss", file=sys.stderr)
+        config, labeled = DistillConfig.from_dict({**config.to_dict(), "labeled_weight": 0.0}), None
     cards = distill(args.pseudo, args.out, config=config, labeled_dir=labeled, test_dir=test)
     for name, card in cards.items():
         line = f"{name:<9} params {card['params']:>9,}  lookahead {card['lookahead_ms']:>5g} ms"

@@ -279,12 +279,15 @@ def _with_fallback(write, label: str, fmt: str, rank, max_keep: int) -> dict[str
             )
 
 
-def _ranker(model, calib: np.ndarray, held: np.ndarray):
+def _ranker(model, calib, held):
+    """Layers by int8 sensitivity, computed on first use; ``calib``/``held`` are windows or callables making them."""
     cache: list[str] = []
 
     def rank() -> list[str]:
         if not cache:
-            cache.extend(row["layer"] for row in sensitivity(model, calib, held))
+            c = calib() if callable(calib) else calib
+            h = held() if callable(held) else held
+            cache.extend(row["layer"] for row in sensitivity(model, c, h))
         return cache
 
     return rank
@@ -362,9 +365,15 @@ def _export_streaming(
         common = dict(
             parent_sha256=sha256_file(ckpt), extra={"preset": name, "pruned": False, "streaming": True}
         )
-        calib, _ = split_windows(calib_split, model, part="calib", count=128, seed=config.seed)
-        held, _ = split_windows(calib_split, model, part="heldout", count=64, seed=config.seed + 1)
-        rank = _ranker(model, calib, held)
+        rank = _ranker(  # windows are only cut if an int8 export misses and needs the ranking
+            model,
+            lambda model=model: split_windows(calib_split, model, part="calib", count=128, seed=config.seed)[
+                0
+            ],
+            lambda model=model: split_windows(
+                calib_split, model, part="heldout", count=64, seed=config.seed + 1
+            )[0],
+        )
         for fmt in ("onnx", "tflite"):
             fp32 = ExportConfig(formats=(fmt,), dtypes=("fp32",), fp32_tolerance=1e-5)
             export_streaming(model, calib_audio, heldout, binaries, name=name, config=fp32, **common)

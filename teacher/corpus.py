@@ -74,7 +74,7 @@ def _labeled() -> SplitConfig:
 
 def _unlabeled() -> SplitConfig:
     return SplitConfig(
-        minutes=65.0,
+        minutes=130.0,  # students generalise with more of it: tiny 0.640x -> 0.611x mean MSE at 1500 steps (65 min)
         languages=("en-us", "en-gb-x-rp", "de", "fr", "es", "nl", "cs"),
         variants=(
             "m1", "m2", "m4", "m5", "m6", "klatt", "klatt2", "klatt3", "croak", "Alex", "Andy", "Denis", "Gene",

@@ -15,7 +15,7 @@ from teacher.constants import ANCHOR_QUANTUM
 
 torch.set_num_threads(1)
 
-FAST = {"batch_size": 4, "chunk_frames": 15, "checkpoint_every": 10, "lr": 3e-3}
+FAST = {"batch_size": 4, "chunk_frames": 15, "checkpoint_every": 10, "lr": 3e-3, "labeled_weight": 0.0}
 
 
 def test_chunks_carry_exact_anchors_and_context(synthetic) -> None:
@@ -40,7 +40,9 @@ def test_align_features_matches_receptive_field_centres() -> None:
 
 
 def test_distill_two_stages_resume_and_skip(synthetic, tmp_path) -> None:
-    config = DistillConfig(presets=("tiny", "edge"), stage1="tiny", steps={"tiny": 60, "edge": 20}, **FAST)
+    config = DistillConfig(
+        presets=("tiny", "edge"), stage1="tiny", steps={"tiny": 60, "edge": 20}, feature_weight=0.1, **FAST
+    )
     out = tmp_path / "students"
     cards = distill(synthetic["pseudo"], out, config=config, test_dir=synthetic["test"], progress=False)
     assert set(cards) == {"tiny", "edge"}
@@ -98,7 +100,9 @@ def test_interrupted_training_resumes_to_the_same_weights(synthetic, tmp_path, m
 
 
 def test_labeled_loss_and_bad_configs(synthetic, tmp_path) -> None:
-    config = DistillConfig(presets=("edge",), stage1="edge", steps={"edge": 10}, labeled_weight=0.5, **FAST)
+    config = DistillConfig(
+        presets=("edge",), stage1="edge", steps={"edge": 10}, **{**FAST, "labeled_weight": 0.5}
+    )
     cards = distill(
         synthetic["pseudo"], tmp_path / "a", config=config, labeled_dir=synthetic["labeled"], progress=False
     )
