@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "run",
         help="the whole pipeline on the embedded default: corpus -> ... -> report",
         description="Build the embedded corpus, train the Whisper-encoder teacher, pseudo-label the unlabeled "
-        "split, distil the student presets (hybrid: labels + small-student features), prune/quantize/export "
+        "split, distil the student presets (pseudo-labels + ground truth; stage 1 `small` seeds stage 2), prune/quantize/export "
         "ONNX and TFLite binaries (windowed and streaming) with parity checks, profile them against the "
         "device budgets and write the report. Every stage skips what is already done: rerun to resume. "
         "The default run takes about 45 minutes on 2 CPU cores; --quick does the same at toy size.",
