@@ -327,15 +327,16 @@ class Student(nn.Module):
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:
         """One window ``[B, window_samples]`` (the anchor sits ``left_context`` samples in) -> one frame [B, C]."""
-        x, _ = self.encode(window)
-        h = self.head[0](x) if len(self.head) else x
-        if len(self.head):
-            h = F.relu(h)
-        y = self._head_tail(h)  # [B, C, 1 + 2 d / 64]
+        x, _ = self.encode(window)  # [B, C, 1 + 2 d / 64] head positions (1 without smoothing)
         step = self.config.smoothing_step // ANCHOR_QUANTUM
+        if step:  # the head runs at the three averaged points only, stacked on the batch axis
+            kernel = (self.head[0] if len(self.head) else self.out).kernel_size[0]
+            x = torch.cat([x[..., i * step : i * step + kernel] for i in range(3)])
+        h = F.relu(self.head[0](x)) if len(self.head) else x
+        y = self._head_tail(h)[:, :, 0]  # [B, C], or [3 B, C] with smoothing
         if step:
-            y = y[:, :, ::step].mean(dim=-1, keepdim=True)
-        return y[:, :, 0]
+            y = y.unflatten(0, (3, -1)).mean(dim=0)
+        return y
 
     def forward_full(
         self,
