@@ -608,19 +608,29 @@ def pair_name(card_file: Path) -> Path:
     return card_file.with_name(card_file.name[: -len(".card.json")])
 
 
+def block_cells_of(card: dict[str, Any]) -> int:
+    """Cells per step call (1 for cards written before block feeding)."""
+    return int(card.get("block_cells", 1))
+
+
+def cell_samples_of(card: dict[str, Any]) -> int:
+    """Samples per cell: the unit head points fall due in (``block_samples / block_cells``)."""
+    return int(card["block_samples"]) // block_cells_of(card)
+
+
 def stream_schedule(card: dict[str, Any], n_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """From the card alone: sorted unique head points, ``[F, P]`` index of each frame's points, cells due per point.
 
-    Head point ``p`` runs once ``(p + head_future_samples) // block_samples`` cells are in; a frame is complete when
-    its last point has run (the card's ``schedule.rule``).
+    Head point ``p`` runs once ``(p + head_future_samples) // cell_samples`` cells are in (64-sample cells, not
+    blocks); a frame is complete when its last point has run (the card's ``schedule.rule``).
     """
-    sched, block, rate = card["schedule"], int(card["block_samples"]), int(card["sample_rate"])
+    sched, cell, rate = card["schedule"], cell_samples_of(card), int(card["sample_rate"])
     fps = int(sched["fps"])
     k = np.arange(n_frames, dtype=np.int64)
     anchors = np.asarray(sched["anchors_first_second"], dtype=np.int64)[k % fps] + rate * (k // fps)
     offsets = np.asarray(sched["head_points_offsets"], dtype=np.int64)
     points, index = np.unique(anchors[:, None] + offsets[None, :], return_inverse=True)
-    due = (points + int(sched["head_future_samples"])) // block
+    due = (points + int(sched["head_future_samples"])) // cell
     return points, index.reshape(n_frames, len(offsets)), due
 
 
@@ -647,28 +657,38 @@ def stream_frames(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The card's host loop over ``audio`` (zero-padded): frames ``[n_frames, C]`` and each frame's wall time (ns).
 
-    Per cell: run the head at every point due now, mark frames that just became complete, then step the cell.
-    Frame ``k``'s time runs from frame ``k - 1``'s completion to its own: the step calls of the cells in between
-    and the head calls falling due there, plus the host's own slicing and (for int8 TFLite) input quantization.
+    Heads due at cell count 0 run on the initial head buffer; then per block of ``B`` cells: step the block, then in
+    due order run each head point due inside it on its slice of the step's history output, marking each frame
+    complete as soon as its last point has run. Frame ``k``'s time runs from frame ``k - 1``'s completion to its
+    own: the step calls in between and the head calls falling due there, plus the host's own slicing and (for int8
+    TFLite) input quantization. With ``B`` near the cells per frame most frames carry one step call; a block that
+    completes two frames charges the second only its head calls.
     """
-    block = int(card["block_samples"])
+    block, per_block = int(card["block_samples"]), block_cells_of(card)
     points, index, due = stream_schedule(card, n_frames)
-    complete = due[index].max(axis=1)
-    cells = int(due[-1])
-    padded = np.zeros(cells * block, dtype=np.float32)
+    last_point = index.max(axis=1)  # points run in sorted order: a frame is complete once its last one has
+    blocks = -(-int(due[-1]) // per_block)
+    padded = np.zeros(blocks * block, dtype=np.float32)
     padded[: min(len(audio), len(padded))] = audio[: len(padded)]
     states = initial_states(card)
+    span = states[-1].shape[2]
     curves: list[np.ndarray] = []
     times = np.zeros(n_frames, dtype=np.int64)
     frame, t_prev = 0, time.perf_counter_ns()
-    for cell in range(cells + 1):
-        while len(curves) < len(points) and due[len(curves)] == cell:
-            curves.append(np.asarray(head(states[-1]), dtype=np.float32).reshape(-1))
-        while frame < n_frames and complete[frame] == cell:
-            now = time.perf_counter_ns()
-            times[frame], t_prev, frame = now - t_prev, now, frame + 1
-        if cell < cells:
-            states = step(padded[None, cell * block : (cell + 1) * block], states)
+
+    def run_due(upto: int, buffer_at: Callable[[int], np.ndarray]) -> None:
+        nonlocal frame, t_prev
+        while len(curves) < len(points) and due[len(curves)] <= upto:
+            curves.append(np.asarray(head(buffer_at(int(due[len(curves)]))), dtype=np.float32).reshape(-1))
+            while frame < n_frames and last_point[frame] < len(curves):  # all of the frame's points have run
+                now = time.perf_counter_ns()
+                times[frame], t_prev, frame = now - t_prev, now, frame + 1
+
+    run_due(0, lambda _d: states[-1])
+    for b in range(blocks):
+        *states, history = step(padded[None, b * block : (b + 1) * block], states)
+        c0 = b * per_block
+        run_due(c0 + per_block, lambda d, c0=c0, history=history: history[:, :, d - c0 : d - c0 + span])
     return np.stack(curves)[index].mean(axis=1), times
 
 
@@ -696,12 +716,12 @@ def verify_stream_lookahead(
     perturbing the last cell before that changes it (the graphs really read that far). Like the windowed check this
     is a lower bound: int8 rounding can swallow the effect of the outermost samples on a given input.
     """
-    sched, block = card["schedule"], int(card["block_samples"])
+    sched, cell = card["schedule"], cell_samples_of(card)
     k = max(1, int(sched["fps"]) // 4)
     fps, rate = int(sched["fps"]), int(card["sample_rate"])
     anchor = int(sched["anchors_first_second"][k % fps]) + rate * (k // fps)
     claimed = anchor + int(sched["lookahead_samples"])
-    length = (int(stream_schedule(card, k + 1)[2][-1]) + 4) * block
+    length = (int(stream_schedule(card, k + 1)[2][-1]) + 4) * cell
     rng = np.random.default_rng(seed)
     bases = [rng.uniform(-0.5, 0.5, length).astype(np.float32) for _ in range(trials)]
     noise = [(rng.uniform(-1, 1, length) * 0.5 ** (t % 4)).astype(np.float32) for t in range(trials)]
@@ -727,7 +747,7 @@ def verify_stream_lookahead(
         "last_dependent_sample": lo,
         "lookahead_ms": 1000.0 * (lo + 1 - anchor) / rate,
         "after_claim_identical": not changes(claimed, length),
-        "last_cell_changes": changes(claimed - block, claimed),
+        "last_cell_changes": changes(claimed - cell, claimed),
     }
 
 
@@ -771,13 +791,14 @@ def profile_streaming(
 ) -> dict[str, Any]:
     """Profile a streaming pair (step + head graphs, one card) as one model, with the windowed binary's columns.
 
-    A *frame* here costs what a live host spends per output frame: the step calls for the 64-sample cells between
-    two frame completions (16000 / fps / 64 cells on average, 8 or 9 at 30 fps) plus the head calls falling due
-    among them (``head_runs_per_frame``, shared smoothing points once). Measures:
+    A *frame* here costs what a live host spends per output frame: the step calls for the blocks of ``block_cells``
+    64-sample cells between two frame completions (16000 / fps / 64 cells on average, 8.33 at 30 fps, so about one
+    8-cell block) plus the head calls falling due among them (``head_runs_per_frame``, shared smoothing points
+    once). Measures:
 
     - ``bytes`` / ``weight_bytes``: step + head files / constants;
-    - ``macs_per_frame``: ceil(cells per frame x step-graph MACs + head runs per frame x head-graph MACs), both
-      counted from the graphs like a windowed binary's;
+    - ``macs_per_frame``: ceil(cells per frame x step-graph MACs / block_cells + head runs per frame x head-graph
+      MACs), both counted from the graphs like a windowed binary's;
     - ``peak_activation_bytes``: the state tensors (held between calls) + the larger of the step and head graph
       peaks (each counts its own inputs, so the state is counted twice: an upper bound, like the windowed one);
     - ``runtime_rss_bytes``: resident growth of a fresh process loading both graphs and streaming one second;
@@ -794,12 +815,16 @@ def profile_streaming(
     if not card or card.get("kind") != "streaming":
         msg = f"{card_file}: not a streaming card (expected kind 'streaming')"
         raise ProfileError(msg)
+    if "history" not in card:
+        msg = f"{card_file}: the step graph has no history output (made before block feeding): re-export"
+        raise ProfileError(msg)
     fmt = card["format"]
     files = {g: card_file.parent / card["graphs"][g]["file"] for g in STREAM_GRAPHS}
     step, head = _pair_functions(card_file, card)
     graphs = {g: _onnx_graph(p, {}) if fmt == "onnx" else _tflite_graph(p) for g, p in files.items()}
     fps, block, rate = int(card["schedule"]["fps"]), int(card["block_samples"]), int(card["sample_rate"])
-    cells_per_frame = rate / fps / block
+    per_block = block_cells_of(card)
+    cells_per_frame = rate / fps / cell_samples_of(card)
     heads_per_frame = head_runs_per_frame_of(card)
     macs_call = {g: int(graph_macs(graphs[g])) for g in STREAM_GRAPHS}
     peaks = {g: int(graph_peak_activation_bytes(graphs[g])) for g in STREAM_GRAPHS}
@@ -814,11 +839,14 @@ def profile_streaming(
         "dtype": card.get("dtype"),
         "streaming": True,
         "block_samples": block,
+        "block_cells": per_block,
         "cells_per_frame": cells_per_frame,
+        "step_calls_per_frame": cells_per_frame / per_block,
         "head_runs_per_frame": heads_per_frame,
         "macs_per_call": macs_call,
         "macs_per_frame": int(
-            math.ceil(cells_per_frame * macs_call["step"] + heads_per_frame * macs_call["head"])
+            # one step call covers per_block cells: its MACs are per_block x one cell's
+            math.ceil(cells_per_frame * (macs_call["step"] / per_block) + heads_per_frame * macs_call["head"])
         ),
         "state_bytes": state_bytes,
         "graph_peak_activation_bytes": peaks,

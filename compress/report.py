@@ -292,9 +292,9 @@ def render_markdown(results: dict[str, Any], plots: list[str]) -> str:
         out += [
             "## Windowed vs streaming (same student, format and dtype)",
             "",
-            "Streaming runs the encoder once per 64-sample cell and keeps its state; a frame costs its cells' step "
-            "calls plus its head calls. Latency is per frame on one thread; peak memory of a pair includes its "
-            "state tensors.",
+            "Streaming feeds the encoder blocks of 64-sample cells (one step call per block) and keeps its state; "
+            "a frame costs the step calls of its cells plus its head calls. Latency is per frame on one thread; "
+            "peak memory of a pair includes its state tensors.",
             "",
             _table(
                 ["streaming model", "windowed model", "MACs/frame windowed", "MACs/frame streaming",

@@ -2,11 +2,13 @@
 
 Two graphs per binary pair, both with fixed shapes:
 
-* ``step``: ``(cells [1, 64], state_0 .. state_n) -> (state_0' .. state_n')`` -- run once per 64-sample cell; the
-  last state is the head buffer (the last ``K`` encoder positions);
-* ``head``: ``head_buffer -> curves [1, C]`` -- run only at a due head point (see ``students.streaming``).
+* ``step``: ``(cells [1, 64 B], state_0 .. state_n) -> (state_0' .. state_n', history)`` -- run once per block of
+  ``B`` 64-sample cells (default 8 = 32 ms); the last state is the head buffer (the last ``K`` encoder positions) and
+  ``history [1, C_enc, K + B]`` holds the head buffer after every cell of the block;
+* ``head``: ``head_buffer -> curves [1, C]`` -- run only at a due head point, on the initial head buffer or a
+  ``K``-wide slice of a step's history (see ``students.streaming``).
 
-Per frame that is ``cells_per_frame x step + head_runs_per_frame x head`` MACs instead of one whole window. Each
+Per frame that is ``cells_per_frame / B x step + head_runs_per_frame x head`` MACs instead of one whole window. Each
 pair is streamed over a held-out utterance in its own runtime (one thread) and compared with the windowed PyTorch
 model; int8 graphs must hold int8 weights in every weight layer (``compress.export.check_int8``). A failing pair
 never reaches its final names. The card (``name.stream.<dtype>.<format>.card.json``) says everything a runtime needs:
@@ -45,16 +47,22 @@ from teacher.fsutil import atomic_path, atomic_write_json, sha256_file
 
 DEFAULT_CONFIG = ExportConfig(fp32_tolerance=1e-5)  # streaming is exact: fp32 pairs must match to 1e-5
 CALIB_STEPS = 256  # recorded (cells, state) inputs used to calibrate the int8 step graph
-CELLS_INPUT, CURVES_OUTPUT = "cells", "curves"
+BLOCK_CELLS = 8  # cells per step call (512 samples = 32 ms): ~1 call per frame at 30 fps, not 8.3
+CELLS_INPUT, CURVES_OUTPUT, HISTORY_OUTPUT = "cells", "curves", "history"
 
 DUE_RULE = (
-    "Feed the step one 64-sample cell at a time, starting from the initial state (= an endless run of zeros before "
-    "the stream). Head point p (a sample index) is due once (p + head_future_samples) / 64 cells have been consumed: "
-    "then run the head on the current head_buffer state (if that count is 0, before feeding any audio). Frame k "
+    "Let B = block_cells and K = head_buffer.shape[-1]; a cell is 64 samples and a block is block_samples = 64 * B "
+    "samples. Start from the initial state (= an endless run of zeros before the stream) with cell count c = 0 and "
+    "feed the step one block at a time; after each call feed every state output back as its input and add B to c. "
+    "Head point p (a sample index) is due at cell count d = (p + head_future_samples) // 64. If d == 0, run the head "
+    "on the initial head_buffer before feeding any audio. Otherwise run it right after the step call that took the "
+    "count from c0 to c0 + B with c0 < d <= c0 + B, on the K positions history[:, :, d - c0 : d - c0 + K] of that "
+    "call's history output (history[:, :, j : j + K] is the head buffer after the j-th cell of the block). Frame k "
     "is the mean of the head outputs at its points: anchor_k (+/- smoothing_step_samples when smoothing). "
     "anchor_k = 64 * round_half_even(k * 16000 / (fps * 64)) = anchors_first_second[k % fps] + 16000 * (k // fps). "
-    "Frame k is complete after due_cells_k = (anchor_k + lookahead_samples) / 64 cells. At the end of a clip of "
-    "N samples, feed zeros until the last frame (k = ceil(N * fps / 16000) - 1) is complete."
+    "Frame k is complete once due_cells_k = (anchor_k + lookahead_samples) // 64 cells are in, i.e. after block "
+    "ceil(due_cells_k / B) (frame 0 may be complete before any block when due_cells_0 == 0). At the end of a clip of "
+    "N samples, feed zero-padded blocks until the last frame (k = ceil(N * fps / 16000) - 1) is complete."
 )
 
 
@@ -68,12 +76,14 @@ def export_streaming(
     config: ExportConfig = DEFAULT_CONFIG,
     parent_sha256: str | None = None,
     extra: dict[str, Any] | None = None,
+    block_cells: int = BLOCK_CELLS,
 ) -> list[Path]:
     """Write ``name.stream.<dtype>.{step,head}.<format>`` (+ one card per pair) into ``out_dir``; returns the cards.
 
     ``calib_audio`` (utterances of real audio) calibrates int8 ranges: it is streamed through the float model and the
     step / head inputs it produces are recorded. ``heldout_audio`` (one long utterance) is the parity clip: every
-    binary pair streams it and must match the windowed PyTorch model within the config's tolerance.
+    binary pair streams it and must match the windowed PyTorch model within the config's tolerance. The step graph
+    takes ``block_cells`` cells (``64 * block_cells`` samples) per call.
     """
     model = model.eval()
     check_keep_float(model, config.keep_float)
@@ -81,7 +91,7 @@ def export_streaming(
         msg = f"{out_dir}: need a 1-D held-out utterance (got shape {heldout_audio.shape}) and calibration audio"
         raise ExportError(msg)
     heldout = np.ascontiguousarray(heldout_audio, dtype=np.float32)
-    step, head = StreamingStep(model), StreamingHead(model)
+    step, head = StreamingStep(model, cells_per_step=block_cells), StreamingHead(model)
     initial = [s.numpy() for s in step.initial_state()]
     calib_steps, calib_heads = _record_calibration(model, step, head, initial, calib_audio)
     frames = num_frames(len(heldout), model.config.fps)
@@ -120,7 +130,12 @@ def export_streaming(
                     io_names[g] = binary_io(tmps[g], names[g])
                 step_fn, head_fn = binary_step_functions(tmps["step"], tmps["head"], io_names)
                 streamed = run_stream(
-                    heldout, step_fn, head_fn, initial_state=initial, block_samples=CELL, model=model
+                    heldout,
+                    step_fn,
+                    head_fn,
+                    initial_state=initial,
+                    block_samples=step.block_samples,
+                    model=model,
                 )
                 parity = check_parity(paths["step"], streamed, reference, tolerance=config.tolerance(dtype))
                 parity["seconds"] = len(heldout) / model_timing(model)["sample_rate"]
@@ -137,7 +152,7 @@ def export_streaming(
 
 def _step_names(step: StreamingStep) -> tuple[list[str], list[str]]:
     states = step.state_names()
-    return [CELLS_INPUT, *states], [f"{s}_next" for s in states]
+    return [CELLS_INPUT, *states], [*(f"{s}_next" for s in states), HISTORY_OUTPUT]
 
 
 def _keep_float_in(module: nn.Module, keep_float: tuple[str, ...]) -> tuple[str, ...]:
@@ -163,12 +178,19 @@ def _record_calibration(
         return step_fn(block, states)
 
     def record_head(buffer: np.ndarray) -> np.ndarray:
-        heads.append(buffer.copy())
+        heads.append(np.ascontiguousarray(buffer))
         return head_fn(buffer)
 
     for clip in audio:
         clip = np.asarray(clip, dtype=np.float32)
-        run_stream(clip, record_step, record_head, initial_state=initial, block_samples=CELL, model=model)
+        run_stream(
+            clip,
+            record_step,
+            record_head,
+            initial_state=initial,
+            block_samples=step.block_samples,
+            model=model,
+        )
     keep_steps = np.unique(np.linspace(0, len(steps) - 1, min(CALIB_STEPS, len(steps))).astype(int))
     keep_heads = np.unique(np.linspace(0, len(heads) - 1, min(CALIB_STEPS, len(heads))).astype(int))
     return [steps[i] for i in keep_steps], [heads[i] for i in keep_heads]
@@ -304,7 +326,9 @@ def binary_function(
         opts.intra_op_num_threads = opts.inter_op_num_threads = 1
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         out_names = [o["tensor"] for o in outs]
-        return lambda arrays: session.run(out_names, {i["tensor"]: a for i, a in zip(ins, arrays)})
+        return lambda arrays: session.run(
+            out_names, {i["tensor"]: np.ascontiguousarray(a) for i, a in zip(ins, arrays)}
+        )
     from ai_edge_litert.interpreter import Interpreter
 
     runner = Interpreter(model_path=str(path), num_threads=1).get_signature_runner()
@@ -319,7 +343,7 @@ def binary_function(
 def _quantize(x: np.ndarray, row: dict[str, Any]) -> np.ndarray:
     q = row["quantization"]
     if q is None:
-        return np.asarray(x, dtype=np.float32)
+        return np.ascontiguousarray(x, dtype=np.float32)
     info = np.iinfo(row["dtype"])
     return np.clip(np.round(x / q["scale"]) + q["zero_point"], info.min, info.max).astype(row["dtype"])
 
@@ -373,10 +397,20 @@ def stream_card(
         },
         "state": states,
         "state_rule": "initial state of each: np.tile(initial_value_per_channel, shape[-1]) laid out as shape "
-        "[1, C, T]; after every step call, feed each output back as the matching input",
+        "[1, C, T]; after every step call, feed each state output back as the matching input (the history output "
+        "is not fed back)",
         "block_samples": step.block_samples,
+        "block_cells": step.cells_per_step,
+        "cell_samples": CELL,
+        "history": {
+            "output": step_io["outputs"][-1]["tensor"],
+            "shape": list(step.history_shape()),
+            "meaning": "the head buffer before the block followed by the block's B new encoder positions: "
+            "history[:, :, j : j + K] is the head buffer after the j-th cell of the block (j = 1..B)",
+        },
         "sample_rate": timing["sample_rate"],
-        "input_meaning": "cells: mono PCM in [-1, 1], the next 64 samples of the stream",
+        "input_meaning": f"cells: mono PCM in [-1, 1], the next {step.block_samples} samples "
+        f"({step.cells_per_step} cells of {CELL}) of the stream",
         "output": {"name": CURVES_OUTPUT, "channel_names": timing["channel_names"], "range": [0.0, 1.0]},
         "schedule": {
             "fps": timing["fps"],

@@ -16,6 +16,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 def to_tensor(x: np.ndarray, t: dict) -> np.ndarray:  # float -> the tensor's dtype (int8 per its scale)
     q = t["quantization"]
+    x = np.ascontiguousarray(x, dtype=np.float32)  # history slices are views
     return x if q is None else np.clip(np.round(x / q["scale"]) + q["zero_point"], -128, 127).astype(np.int8)
 
 
@@ -47,21 +48,20 @@ def stream(card_path: str, wav_path: str) -> np.ndarray:
     k = np.arange(max(1, -(-len(audio) * sched["fps"] // sr)))  # frames whose anchor lies in the clip
     anchors = np.array(sched["anchors_first_second"])[k % sched["fps"]] + sr * (k // sched["fps"])
     points, index = np.unique(anchors[:, None] + sched["head_points_offsets"], return_inverse=True)
-    due = (
-        points + sched["head_future_samples"]
-    ) // block  # the head runs at point p once this many cells are in
-    cells = max(int(due[-1]), -(-len(audio) // block))
-    audio = np.pad(audio, (0, cells * block - len(audio)))  # zeros after the end, as the model was trained
+    due = (points + sched["head_future_samples"]) // 64  # point p runs once this many cells are in
+    B = card["block_cells"]  # cells per step call (block = 64 * B samples)
+    blocks = -(-max(int(due[-1]), -(-len(audio) // 64)) // B)
+    audio = np.pad(audio, (0, blocks * block - len(audio)))  # zeros after the end, as the model was trained
     state = [
         np.tile(np.float32(s["initial_value_per_channel"])[:, None], s["shape"][-1])[None]
         for s in card["state"]
     ]
-    curves = []
-    for cell in range(cells + 1):
-        while len(curves) < len(points) and due[len(curves)] == cell:
-            curves.append(call("head", state[-1])[0][0])
-        if cell < cells:
-            state = call("step", audio[None, cell * block : (cell + 1) * block], *state)
+    K, curves = state[-1].shape[-1], [call("head", state[-1])[0][0] for d in due if d == 0]
+    for b in range(blocks):
+        *state, history = call("step", audio[None, b * block : (b + 1) * block], *state)
+        while len(curves) < len(points) and due[len(curves)] <= (b + 1) * B:  # due inside this block
+            j = due[len(curves)] - b * B  # history[:, :, j : j + K] = head buffer after the block's j-th cell
+            curves.append(call("head", history[:, :, j : j + K])[0][0])
     return np.stack(curves)[index.reshape(len(k), -1)].mean(axis=1)  # frame = mean of its head points
 
 

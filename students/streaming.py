@@ -13,9 +13,11 @@ of its input. The head reads a buffer of the last ``K`` encoder positions (``K``
 * the stream starts as if infinitely many zeros came before it (the windowed model's zero padding). Convs have
   biases, so that state is not zero: :meth:`StreamingStep.initial_state` computes it by running the encoder on zeros.
 
-Two pieces, both plain ``nn.Module`` with fixed shapes so they export: :class:`StreamingStep` (cells + state in ->
-state out; the last state is the head buffer) and :class:`StreamingHead` (head buffer -> curves at one point).
-:func:`run_stream` is the host loop for any backend. :class:`Streamer` is the Python form: ``push`` arbitrary
+Two pieces, both plain ``nn.Module`` with fixed shapes so they export: :class:`StreamingStep` (a block of ``B`` cells
++ state in -> state + head history out; the last state is the head buffer) and :class:`StreamingHead` (head buffer
+-> curves at one point). The history ``[1, C_enc, head_span + B]`` holds the head buffer after every cell of the
+block: after a block that took the cell count from ``c0`` to ``c0 + B``, the buffer at count ``c`` is
+``history[:, :, c - c0 : c - c0 + head_span]``. :func:`run_stream` is the host loop for any backend. :class:`Streamer` is the Python form: ``push`` arbitrary
 blocks, ``flush`` at the end; its output equals ``model.forward_full(audio, frame_anchors(...), pad=True)``.
 """
 
@@ -76,7 +78,11 @@ def head_span(model: Student) -> int:
 
 
 class StreamingStep(nn.Module):
-    """``forward(cells [1, 64 n], *states) -> new states``: advance the encoder by ``n`` cells.
+    """``forward(cells [1, 64 n], *states) -> (*new states, history)``: advance the encoder by ``n`` cells.
+
+    ``history`` ``[1, C_enc, head_span + n]`` is the old head buffer followed by the ``n`` new encoder positions, so
+    the head buffer after the ``j``-th cell of the block (``1 <= j <= n``) is ``history[:, :, j : j + head_span]``.
+    Exported with ``n = cells_per_step`` (fixed shapes).
 
     States, in order: one per context layer ``[1, C_in, 2 * dilation]`` (the last input positions of that layer),
     then the head buffer ``[1, C_enc, head_span]`` (the last encoder outputs). Shares the student's weights and
@@ -104,6 +110,9 @@ class StreamingStep(nn.Module):
     def state_shapes(self) -> list[tuple[int, int, int]]:
         shapes = [(1, conv.in_channels, 2 * conv.dilation[0]) for conv in self.context]
         return [*shapes, (1, self.encoder_channels, self.span)]
+
+    def history_shape(self) -> tuple[int, int, int]:
+        return (1, self.encoder_channels, self.span + self.cells_per_step)
 
     @torch.no_grad()
     def initial_state(self) -> list[torch.Tensor]:
@@ -136,7 +145,8 @@ class StreamingStep(nn.Module):
         return new_states, history
 
     def forward(self, cells: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self.advance(cells, states)[0])
+        new_states, history = self.advance(cells, states)
+        return (*new_states, history)
 
 
 class StreamingHead(nn.Module):
@@ -242,30 +252,36 @@ def run_stream(
     block_samples: int,
     model: Student,
 ) -> np.ndarray:
-    """The host loop of an exported streaming model over a whole clip: step every cell, head at each due point.
+    """The host loop of an exported streaming model over a whole clip: step every block, head at each due point.
 
-    ``encoder_step(block [1, block_samples], states) -> states`` and ``head(head_buffer) -> [1, C]`` wrap any
-    backend (PyTorch, onnxruntime, LiteRT). Shared smoothing points run the head once. The clip is zero-padded at
-    the end so its last frame comes out; the result equals ``model.forward_full(audio, anchors, pad=True)`` with
-    ``anchors = frame_anchors(num_frames(len(audio), fps), fps)``. Head points fall due at single cells, so only
-    ``block_samples == 64`` can hand the head every buffer it needs; other sizes are refused.
+    ``encoder_step(block [1, block_samples], states) -> [*states, history]`` and ``head(head_buffer) -> [1, C]``
+    wrap any backend (PyTorch, onnxruntime, LiteRT); ``block_samples`` is any multiple of 64 (``B`` cells). A head
+    point due at cell count 0 runs on the initial head buffer; one due at count ``c`` inside the block that took the
+    count from ``c0`` to ``c0 + B`` runs on ``history[:, :, c - c0 : c - c0 + head_span]``. Shared smoothing points
+    run the head once. The clip is zero-padded to whole blocks past its last due point; the result equals
+    ``model.forward_full(audio, anchors, pad=True)`` with ``anchors = frame_anchors(num_frames(len(audio), fps), fps)``.
     """
-    if block_samples != CELL:
-        msg = f"run_stream: head points fall due at every {CELL}-sample cell, so block_samples must be {CELL}, not {block_samples}"
+    if block_samples < CELL or block_samples % CELL:
+        msg = f"run_stream: block_samples must be a positive multiple of {CELL} (whole cells), not {block_samples}"
         raise StreamingError(msg)
+    cells_per_block = block_samples // CELL
     total = num_frames(len(audio), model.config.fps)
     points, index = np.unique(head_points(model, np.arange(total)), return_inverse=True)
     due = point_due_cells(model, points)
-    cells = max(int(due[-1]), -(-len(audio) // CELL))
-    padded = np.zeros(cells * CELL, dtype=np.float32)
+    blocks = -(-max(int(due[-1]), -(-len(audio) // CELL)) // cells_per_block)
+    padded = np.zeros(blocks * block_samples, dtype=np.float32)
     padded[: len(audio)] = audio
     states = [np.asarray(s, dtype=np.float32) for s in initial_state]
+    span = states[-1].shape[2]
     curves: list[np.ndarray] = []
-    for cell in range(cells + 1):
-        while len(curves) < len(points) and due[len(curves)] == cell:
-            curves.append(np.asarray(head(states[-1]), dtype=np.float32).reshape(-1))
-        if cell < cells:
-            states = encoder_step(padded[None, cell * CELL : (cell + 1) * CELL], states)
+    while len(curves) < len(points) and due[len(curves)] == 0:
+        curves.append(np.asarray(head(states[-1]), dtype=np.float32).reshape(-1))
+    for b in range(blocks):
+        *states, history = encoder_step(padded[None, b * block_samples : (b + 1) * block_samples], states)
+        c0 = b * cells_per_block
+        while len(curves) < len(points) and due[len(curves)] <= c0 + cells_per_block:
+            j = int(due[len(curves)]) - c0
+            curves.append(np.asarray(head(history[:, :, j : j + span]), dtype=np.float32).reshape(-1))
     return np.stack(curves)[index.reshape(total, -1)].mean(axis=1)
 
 
@@ -281,7 +297,7 @@ def torch_step_functions(
 
     @torch.no_grad()
     def head_fn(buffer: np.ndarray) -> np.ndarray:
-        return head(torch.from_numpy(buffer)).numpy()
+        return head(torch.from_numpy(np.ascontiguousarray(buffer))).numpy()
 
     return encoder_step, head_fn
 
@@ -316,7 +332,9 @@ def windowed_macs_per_frame(model: Student) -> int:
 
 
 def streaming_macs_per_frame(model: Student) -> float:
-    """Conv MACs per output frame when streaming: (cells per frame) x one-cell step + (head runs per frame) x head."""
+    """Conv MACs per output frame when streaming: (cells per frame) x one-cell step + (head runs per frame) x head.
+
+    A ``B``-cell step call costs exactly ``B`` one-cell steps, so this holds for any block size."""
     step, head = StreamingStep(model), StreamingHead(model)
     states = step.initial_state()
     step_macs = _conv_macs(step, lambda: step(torch.zeros(1, CELL), *states))

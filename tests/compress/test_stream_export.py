@@ -12,9 +12,10 @@ import soundfile as sf
 import torch
 
 from compress.export import ExportConfig, ExportError, tflite_float_weight_ops
-from compress.stream_export import export_streaming
+from compress.stream_export import binary_step_functions, export_streaming
 from students.model import Student, preset
-from students.streaming import Streamer
+from students.streaming import Streamer, StreamingStep, run_stream
+from teacher.constants import frame_anchors, num_frames
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,7 +55,7 @@ def test_tflite_pairs_are_checked_and_carded(tflite_pair) -> None:
     for dtype, tolerance in (("fp32", 1e-5), ("int8", 0.02)):
         card = json.loads((out / f"rt.stream.{dtype}.tflite.card.json").read_text())
         assert card["parity"]["max_abs_diff"] <= tolerance and card["parity"]["windows"] == 90
-        assert card["lookahead_ms"] == model.lookahead_ms and card["block_samples"] == 64
+        assert card["lookahead_ms"] == model.lookahead_ms and card["block_samples"] == 512
         assert [s["name"] for s in card["state"]] == ["context0_state", "context1_state", "head_buffer"]
         for graph in ("step", "head"):
             assert (out / card["graphs"][graph]["file"]).is_file()
@@ -95,3 +96,36 @@ def test_onnx_pairs_and_a_refused_pair_leaves_nothing(tmp_path) -> None:
             config=ExportConfig(formats=("onnx",), dtypes=("fp32",), fp32_tolerance=1e-12),
         )  # fmt: skip
     assert not strict.exists() or not any(strict.iterdir())
+
+
+def test_onnx_fp32_pair_of_8_cell_blocks_matches_the_windowed_model(tmp_path) -> None:
+    model, audio = _model(), _audio(4, 7.3)
+    config = ExportConfig(formats=("onnx",), dtypes=("fp32",))
+    (card_file,) = export_streaming(
+        model, [_audio(1, 0.5)], audio[:16000], tmp_path, name="rt", config=config
+    )
+    card = json.loads(card_file.read_text())
+    assert (
+        card["block_samples"] == 512 and card["block_cells"] == 8 and card["parity"]["max_abs_diff"] <= 1e-5
+    )
+    step = card["graphs"]["step"]
+    assert (
+        step["inputs"][0]["shape"] == [1, 512] and step["outputs"][-1]["tensor"] == card["history"]["output"]
+    )
+    assert (
+        card["history"]["shape"]
+        == step["outputs"][-1]["shape"]
+        == [1, 16, card["state"][-1]["shape"][-1] + 8]
+    )
+    # a long utterance, streamed through the binaries in 8-cell blocks, equals the windowed model
+    graphs = {g: {k: card["graphs"][g][k] for k in ("inputs", "outputs")} for g in ("step", "head")}
+    step_fn, head_fn = binary_step_functions(
+        tmp_path / step["file"], tmp_path / card["graphs"]["head"]["file"], graphs
+    )
+    initial = [s.numpy() for s in StreamingStep(model).initial_state()]
+    streamed = run_stream(audio, step_fn, head_fn, initial_state=initial, block_samples=512, model=model)
+    anchors = torch.from_numpy(frame_anchors(num_frames(len(audio), 30), 30))
+    with torch.no_grad():
+        windowed = model.forward_full(torch.from_numpy(audio)[None], anchors, pad=True)[0].numpy()
+    assert streamed.shape == windowed.shape == (219, 52)
+    assert np.abs(streamed - windowed).max() <= 1e-5

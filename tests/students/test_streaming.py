@@ -10,6 +10,7 @@ from students.model import Student, preset
 from students.streaming import (
     CELL,
     Streamer,
+    StreamingError,
     StreamingHead,
     StreamingStep,
     frame_anchor_of,
@@ -124,7 +125,27 @@ def test_host_loop_with_fixed_shape_modules_matches() -> None:
     out = run_stream(audio, step_fn, head_fn, initial_state=initial, block_samples=CELL, model=model)
     np.testing.assert_allclose(out, _reference(model, audio), atol=1e-5, rtol=0)
     shapes = [tuple(s.shape) for s in step(torch.zeros(1, CELL), *step.initial_state())]
-    assert shapes == step.state_shapes()
+    assert shapes == [*step.state_shapes(), step.history_shape()]  # states, then the head history
+
+
+@pytest.mark.parametrize("case", ["realtime", "causal"])
+def test_host_loop_feeds_blocks_of_cells_and_refuses_partial_cells(case: str) -> None:
+    model = _model(case)
+    audio = (0.3 * np.random.default_rng(5).standard_normal(21111)).astype(np.float32)
+    head = StreamingHead(model)
+    for cells in (3, 8):
+        step = StreamingStep(model, cells_per_step=cells)
+        step_fn, head_fn = torch_step_functions(step, head)
+        initial = [s.numpy() for s in step.initial_state()]
+        out = run_stream(
+            audio, step_fn, head_fn, initial_state=initial, block_samples=step.block_samples, model=model
+        )
+        np.testing.assert_allclose(out, _reference(model, audio), atol=1e-5, rtol=0)
+        history = step(torch.zeros(1, step.block_samples), *step.initial_state())[-1]
+        assert tuple(history.shape) == step.history_shape() == (1, step.encoder_channels, step.span + cells)
+    for bad in (100, 32, 0):
+        with pytest.raises(StreamingError, match="multiple of 64"):
+            run_stream(audio, step_fn, head_fn, initial_state=initial, block_samples=bad, model=model)
 
 
 def test_anchor_and_due_formulas() -> None:
