@@ -17,7 +17,7 @@ import torch
 
 from compress.export import DTYPES, FORMATS, ExportConfig, export, run_binary
 from compress.prune import IMPORTANCES, PruneConfig, prune
-from compress.quantize import QuantizeConfig, qat_finetune, sensitivity
+from compress.quantize import QuantizeConfig, input_sensitivity, qat_finetune, sensitivity
 from students.data import Split, load_split
 from students.model import PRESETS, Student, count_params, load_student, save_student
 from teacher.constants import frame_anchors
@@ -173,12 +173,16 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if args.report_sensitivity:
         calib, _, heldout = _windows(args, model)
         rows = sensitivity(model, calib, heldout)
+        floor = input_sensitivity(model, calib, heldout)
         report = Path(args.out) / f"{name}.sensitivity.json"
-        atomic_write_json(report, {"parent_sha256": sha256_file(ckpt), "layers": rows})
+        atomic_write_json(report, {"parent_sha256": sha256_file(ckpt), "layers": rows, "input": floor})
         print(f"{'layer':<14}{'params':>10}{'output mse':>14}{'max |Δ|':>11}")
-        for r in rows:
+        for r in [*rows, floor]:
             print(f"{r['layer']:<14}{r['params']:>10,}{r['mse']:>14.3g}{r['max_abs_diff']:>11.3g}")
-        print(f"-> {report} (keep the top layers in float with --keep-float, or try --qat-steps)")
+        print(
+            f"-> {report} (keep the top layers in float with --keep-float, or try --qat-steps; the int8 input "
+            f"alone costs max |Δ| {floor['max_abs_diff']:.3g}, which no layer choice removes)"
+        )
     if args.qat_steps:
         calib, labels, _ = _windows(args, model)
         config = QuantizeConfig(keep_float=tuple(args.keep_float), qat_steps=args.qat_steps, seed=args.seed)

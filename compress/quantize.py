@@ -172,6 +172,33 @@ def _fake_quant_activation(y: torch.Tensor, lo: float, hi: float) -> torch.Tenso
     return (torch.clamp(torch.round(y / scale) + zero, -128, 127) - zero) * scale
 
 
+def input_sensitivity(
+    model: nn.Module, calib_windows: np.ndarray, eval_windows: np.ndarray
+) -> dict[str, Any]:
+    """The output error of quantizing only the model's input to int8 (everything else float).
+
+    An int8 binary quantizes its audio input per tensor over the calibrated range, whatever its layers do; no
+    ``keep_float`` choice can remove this error, so it is a floor under every int8 binary of the model. Returns a
+    row like :func:`sensitivity`'s with ``layer`` = ``"(input)"`` and ``params`` = 0.
+    """
+    model = model.eval()
+    calib = np.asarray(calib_windows, dtype=np.float32)
+    x = torch.as_tensor(np.asarray(eval_windows, dtype=np.float32))
+    if calib.size == 0 or len(x) == 0:
+        msg = "quantize: input sensitivity needs calibration and evaluation windows"
+        raise QuantizeError(msg)
+    with torch.no_grad():
+        reference = model(x)
+        out = model(_fake_quant_activation(x, float(calib.min()), float(calib.max())))
+    delta = (out - reference).double()
+    return {
+        "layer": "(input)",
+        "params": 0,
+        "mse": float(delta.pow(2).mean()),
+        "max_abs_diff": float(delta.abs().max()),
+    }
+
+
 def sensitivity(
     model: nn.Module, calib_windows: np.ndarray, eval_windows: np.ndarray
 ) -> list[dict[str, Any]]:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from toy_models import speechlike, tiny_student
 
-from compress.quantize import QuantizeConfig, QuantizeError, qat_finetune, quantize_pt2e, sensitivity
+from compress.quantize import (
+    QuantizeConfig,
+    QuantizeError,
+    input_sensitivity,
+    qat_finetune,
+    quantize_pt2e,
+    sensitivity,
+)
 
 
 @pytest.mark.parametrize("layer", ["context.0", "head.0", "out"])
@@ -33,6 +41,25 @@ def test_sensitivity_ranks_the_outlier_layer_first(layer):
         "out",
     }
     assert rows[0]["mse"] > 10 * rows[1]["mse"]
+
+
+def test_input_sensitivity_is_zero_on_the_int8_grid_and_not_off_it():
+    model = tiny_student()
+    w = model.window_samples
+    calib = speechlike(32, w, 0)
+    lo, hi = float(calib.min()), float(calib.max())
+    scale = (max(hi, 0.0) - min(lo, 0.0)) / 255.0
+    zero = round(-128 - min(lo, 0.0) / scale)
+    noisy = speechlike(16, w, 1)
+    on_grid = (
+        np.clip(np.round(noisy / scale) + zero, -128, 127) - zero
+    ) * scale  # already int8-representable
+    row = input_sensitivity(model, calib, on_grid.astype(np.float32))
+    assert row["layer"] == "(input)" and row["max_abs_diff"] < 1e-6
+    off = input_sensitivity(model, calib, noisy)
+    assert off["max_abs_diff"] > 1e-4 and off["mse"] > 0
+    with pytest.raises(QuantizeError):
+        input_sensitivity(model, calib[:0], noisy)
 
 
 def test_pt2e_keep_float_leaves_layer_unquantized():
