@@ -4,8 +4,10 @@ Stage 1 trains the stage-1 preset (``small``) on the big teacher's pseudo-labels
 reconstruction (MSE) + velocity (MSE of frame-to-frame differences) losses. Stage 2 freezes it and trains every
 other preset on the same pseudo-labels plus a *feature loss*: chosen intermediate CNN features of the student,
 mapped by a learned 1x1 conv adapter where widths differ, regress the frozen ``small``'s features of the same
-layer (MSE normalised by the teacher feature's mean square). An optional ground-truth loss on the labeled split
-can be added at any stage.
+layer (MSE normalised by the teacher feature's mean square). The ground-truth loss on the labeled split applies at
+every stage. Defaults follow bench/bench_distill.py on the default corpus: ground truth on (weight 0.2), feature
+loss off (``feature_weight`` 0: it was neutral or worse at every weight tried); ``realtime`` still starts from the
+frozen ``small``'s weights (same layers), so stage 2 keeps a use for it.
 
 Time alignment of features: both networks run over the very same chunk, and every feature sits on the 64-sample
 grid, position ``q`` covering chunk samples ``[64 q, 64 q + RF)`` (RF = that layer's receptive field, see
