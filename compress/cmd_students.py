@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from students.distill import DistillConfig, distill
@@ -107,7 +108,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
             msg = f"{labeled}: no labeled dataset here (manifest.json missing); pass --labeled-weight 0 to train without one"
             raise FacedistillError(msg)
         print(f"no labeled split at {labeled}: training without the ground-truth loss", file=sys.stderr)
-        config, labeled = DistillConfig.from_dict({**config.to_dict(), "labeled_weight": 0.0}), None
+        config, labeled = replace(config, labeled_weight=0.0), None
     cards = distill(args.pseudo, args.out, config=config, labeled_dir=labeled, test_dir=test)
     for name, card in cards.items():
         line = f"{name:<9} params {card['params']:>9,}  lookahead {card['lookahead_ms']:>5g} ms"

@@ -280,14 +280,12 @@ def _with_fallback(write, label: str, fmt: str, rank, max_keep: int) -> dict[str
 
 
 def _ranker(model, calib, held):
-    """Layers by int8 sensitivity, computed on first use; ``calib``/``held`` are windows or callables making them."""
+    """Layers by int8 sensitivity, computed on first use; ``calib()`` / ``held()`` make the windows it needs."""
     cache: list[str] = []
 
     def rank() -> list[str]:
         if not cache:
-            c = calib() if callable(calib) else calib
-            h = held() if callable(held) else held
-            cache.extend(row["layer"] for row in sensitivity(model, c, h))
+            cache.extend(row["layer"] for row in sensitivity(model, calib(), held()))
         return cache
 
     return rank
@@ -314,7 +312,7 @@ def _ship_one(
         quality_fn=lambda p: evaluate_binary(p, model, test_split),
         extra=extra,
     )
-    rank = _ranker(model, calib, held)
+    rank = _ranker(model, lambda: calib, lambda: held)
     refusals = []
     for fmt in ("onnx", "tflite"):
         export(

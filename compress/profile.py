@@ -608,23 +608,13 @@ def pair_name(card_file: Path) -> Path:
     return card_file.with_name(card_file.name[: -len(".card.json")])
 
 
-def block_cells_of(card: dict[str, Any]) -> int:
-    """Cells per step call (1 for cards written before block feeding)."""
-    return int(card.get("block_cells", 1))
-
-
-def cell_samples_of(card: dict[str, Any]) -> int:
-    """Samples per cell: the unit head points fall due in (``block_samples / block_cells``)."""
-    return int(card["block_samples"]) // block_cells_of(card)
-
-
 def stream_schedule(card: dict[str, Any], n_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """From the card alone: sorted unique head points, ``[F, P]`` index of each frame's points, cells due per point.
 
     Head point ``p`` runs once ``(p + head_future_samples) // cell_samples`` cells are in (64-sample cells, not
     blocks); a frame is complete when its last point has run (the card's ``schedule.rule``).
     """
-    sched, cell, rate = card["schedule"], cell_samples_of(card), int(card["sample_rate"])
+    sched, cell, rate = card["schedule"], int(card["cell_samples"]), int(card["sample_rate"])
     fps = int(sched["fps"])
     k = np.arange(n_frames, dtype=np.int64)
     anchors = np.asarray(sched["anchors_first_second"], dtype=np.int64)[k % fps] + rate * (k // fps)
@@ -664,7 +654,7 @@ def stream_frames(
     TFLite) input quantization. With ``B`` near the cells per frame most frames carry one step call; a block that
     completes two frames charges the second only its head calls.
     """
-    block, per_block = int(card["block_samples"]), block_cells_of(card)
+    block, per_block = int(card["block_samples"]), int(card["block_cells"])
     points, index, due = stream_schedule(card, n_frames)
     last_point = index.max(axis=1)  # points run in sorted order: a frame is complete once its last one has
     blocks = -(-int(due[-1]) // per_block)
@@ -716,7 +706,7 @@ def verify_stream_lookahead(
     perturbing the last cell before that changes it (the graphs really read that far). Like the windowed check this
     is a lower bound: int8 rounding can swallow the effect of the outermost samples on a given input.
     """
-    sched, cell = card["schedule"], cell_samples_of(card)
+    sched, cell = card["schedule"], int(card["cell_samples"])
     k = max(1, int(sched["fps"]) // 4)
     fps, rate = int(sched["fps"]), int(card["sample_rate"])
     anchor = int(sched["anchors_first_second"][k % fps]) + rate * (k // fps)
@@ -823,8 +813,8 @@ def profile_streaming(
     step, head = _pair_functions(card_file, card)
     graphs = {g: _onnx_graph(p, {}) if fmt == "onnx" else _tflite_graph(p) for g, p in files.items()}
     fps, block, rate = int(card["schedule"]["fps"]), int(card["block_samples"]), int(card["sample_rate"])
-    per_block = block_cells_of(card)
-    cells_per_frame = rate / fps / cell_samples_of(card)
+    per_block = int(card["block_cells"])
+    cells_per_frame = rate / fps / int(card["cell_samples"])
     heads_per_frame = head_runs_per_frame_of(card)
     macs_call = {g: int(graph_macs(graphs[g])) for g in STREAM_GRAPHS}
     peaks = {g: int(graph_peak_activation_bytes(graphs[g])) for g in STREAM_GRAPHS}
