@@ -51,6 +51,25 @@ def model_timing(model: nn.Module) -> dict[str, Any]:
     }
 
 
+def quantization_scheme(fmt: str, dtype: str) -> str:
+    """One line a runtime programmer can act on: what is quantized how, and by which tool."""
+    if dtype == "fp32":
+        return "fp32"
+    if dtype == "a16w8":
+        tool = (
+            "onnxruntime QDQ" if fmt == "onnx" else "ai-edge-quantizer static_wi8_ai16, LiteRT 16x8 kernels"
+        )
+        return (
+            "a16w8: symmetric per-output-channel int8 weights, per-tensor int16 activations calibrated (min/max) "
+            f"on real audio windows ({tool})"
+        )
+    tool = "onnxruntime QDQ" if fmt == "onnx" else "PT2E, LiteRT full-integer kernels"
+    return (
+        "int8: symmetric per-output-channel weights, per-tensor int8 activations calibrated on real audio "
+        f"windows ({tool})"
+    )
+
+
 def build_card(
     model: nn.Module,
     binary: str | os.PathLike,
@@ -70,12 +89,7 @@ def build_card(
     channels = timing["channel_names"]
     window = timing["window_samples"]
     params = sum(p.numel() for p in model.parameters())
-    scheme = (
-        "fp32"
-        if dtype == "fp32"
-        else "int8: symmetric per-output-channel weights, per-tensor int8 activations calibrated on real audio "
-        + ("windows (onnxruntime QDQ)" if fmt == "onnx" else "windows (PT2E, LiteRT full-integer kernels)")
-    )
+    scheme = quantization_scheme(fmt, dtype)
     card = {
         "card_version": CARD_VERSION,
         "format": fmt,
@@ -88,7 +102,7 @@ def build_card(
             "shape": [1, window],
             "dtype": io_quant.get("input", {}).get("dtype", "float32"),
             "quantization": io_quant.get("input"),
-            "meaning": "mono PCM in [-1, 1] (float); int8 inputs are round(x / scale) + zero_point",
+            "meaning": "mono PCM in [-1, 1] (float); integer inputs are round(x / scale) + zero_point",
             "sample_rate": timing["sample_rate"],
             "window_samples": window,
             "past_ms": timing["past_ms"],

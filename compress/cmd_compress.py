@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from compress.export import DTYPES, FORMATS, ExportConfig, export, run_binary
+from compress.export import DTYPES, FORMATS, ExportConfig, ExportError, export, run_binary
 from compress.prune import IMPORTANCES, PruneConfig, prune
 from compress.quantize import QuantizeConfig, input_sensitivity, qat_finetune, sensitivity
 from students.data import Split, load_split
@@ -102,30 +102,40 @@ def _export(
     model: Student, ckpt: Path, args: argparse.Namespace, *, name: str, dtypes: tuple[str, ...]
 ) -> list[Path]:
     calib, _, heldout = _windows(args, model)
-    config = ExportConfig(
-        formats=tuple(args.formats),
-        dtypes=dtypes,
-        keep_float=tuple(args.keep_float),
-        int8_tolerance=args.int8_tolerance,
-    )
     test = load_split(args.test, field="truth") if args.test else None
     start = time.time()
-    paths = export(
-        model,
-        calib,
-        heldout,
-        args.out,
-        name=name,
-        config=config,
-        parent_sha256=sha256_file(ckpt),
-        quality_fn=None if test is None else (lambda p: evaluate_binary(p, model, test)),
-        force=args.force,
-    )
+    paths, refused = [], []
+    for fmt in args.formats:  # one binary at a time: a refused one does not stop the others
+        for dtype in dtypes:
+            config = ExportConfig(
+                formats=(fmt,),
+                dtypes=(dtype,),
+                keep_float=tuple(args.keep_float) if dtype != "fp32" else (),
+                int8_tolerance=args.int8_tolerance,
+            )
+            try:
+                paths += export(
+                    model,
+                    calib,
+                    heldout,
+                    args.out,
+                    name=name,
+                    config=config,
+                    parent_sha256=sha256_file(ckpt),
+                    quality_fn=None if test is None else (lambda p: evaluate_binary(p, model, test)),
+                    force=args.force,
+                )
+            except ExportError as exc:
+                print(f"export: {exc}", file=sys.stderr)
+                refused.append(f"{name}.{dtype}.{fmt}")
     for p in paths:
         print(f"{p}  {p.stat().st_size:,} bytes", file=sys.stderr)
     print(
         f"export: {len(paths)} binaries checked and written in {time.time() - start:.1f} s", file=sys.stderr
     )
+    if refused:
+        msg = f"{args.out}: {len(refused)} binaries refused ({', '.join(refused)}); the others were written"
+        raise ExportError(msg)
     return paths
 
 
@@ -181,7 +191,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             print(f"{r['layer']:<14}{r['params']:>10,}{r['mse']:>14.3g}{r['max_abs_diff']:>11.3g}")
         print(
             f"-> {report} (keep the top layers in float with --keep-float, or try --qat-steps; the int8 input "
-            f"alone costs max |Δ| {floor['max_abs_diff']:.3g}, which no layer choice removes)"
+            f"alone costs max |Δ| {floor['max_abs_diff']:.3g}, which no layer choice removes: --dtypes a16w8 "
+            "keeps int8 weights with int16 activations)"
         )
     if args.qat_steps:
         calib, labels, _ = _windows(args, model)
@@ -191,7 +202,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         save_student(qat_path, model, parent_sha256=sha256_file(ckpt), quantize_config=config.to_dict())
         ckpt, name = qat_path, f"{name}-qat"
         print(f"{qat_path}: QAT-tuned float weights ({args.qat_steps} steps)", file=sys.stderr)
-    _export(model, ckpt, args, name=name, dtypes=("int8",))
+    _export(model, ckpt, args, name=name, dtypes=tuple(args.dtypes))
     return 0
 
 
@@ -288,12 +299,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "quantize",
-        help="int8 binaries, a per-layer sensitivity report, optional QAT",
-        description="Write int8 binaries (per-channel weights, int8 activations calibrated on real windows). "
-        "--report-sensitivity quantizes one layer at a time and ranks layers by the output error they cause; "
-        "keep the worst in float with --keep-float, or adapt the weights with --qat-steps N.",
+        help="quantized binaries (int8, a16w8), a per-layer sensitivity report, optional QAT",
+        description="Write quantized binaries: int8 (per-channel int8 weights, int8 activations calibrated on real "
+        "windows) and/or a16w8 (the same weights, int16 activations). --report-sensitivity quantizes one layer "
+        "at a time and ranks layers by the output error they cause; keep the worst in float with --keep-float, "
+        "or adapt the weights with --qat-steps N.",
     )
     _common(p, out_default=DEFAULT_BINARIES)
+    quantized = tuple(d for d in DTYPES if d != "fp32")
+    p.add_argument("--dtypes", type=_csv(quantized), default=["int8"], help="int8 (default), a16w8, or both")
     p.add_argument(
         "--report-sensitivity", action="store_true", help="write NAME.sensitivity.json and print it"
     )
@@ -304,20 +318,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "export",
-        help="ONNX / TFLite binaries (fp32, int8) with parity checks and model cards",
+        help="ONNX / TFLite binaries (fp32, int8, a16w8) with parity checks and model cards",
         description="Export a student with a fixed [1, window] input, run each binary in its runtime on held-out "
-        "windows, refuse any that drifts (fp32 max|Δ| > 1e-4, int8 > 0.02) or whose int8 weights stayed float, "
-        "and write NAME.DTYPE.FORMAT plus NAME.DTYPE.FORMAT.card.json.",
+        "windows, refuse any that drifts (fp32 max|Δ| > 1e-4, int8 and a16w8 > 0.02) or whose quantized weights "
+        "stayed float, and write NAME.DTYPE.FORMAT plus NAME.DTYPE.FORMAT.card.json. a16w8 = int8 weights, int16 "
+        "activations (TFLite 16x8).",
     )
     _common(p, out_default=DEFAULT_BINARIES)
-    p.add_argument("--dtypes", type=_csv(DTYPES), default=list(DTYPES), help="fp32,int8")
+    p.add_argument("--dtypes", type=_csv(DTYPES), default=list(DTYPES), help="fp32,int8,a16w8")
     p.set_defaults(handler=cmd_export)
 
     p = subparsers.add_parser(
         "ship",
         help="prune + quantize + export one student (preset or checkpoint)",
         description="The whole compression stage for one student: prune (--ratio, 0 to skip), then export fp32 and "
-        "int8 ONNX/TFLite binaries with parity checks and cards. Reruns skip work already done.",
+        "quantized (int8, a16w8) ONNX/TFLite binaries with parity checks and cards. Reruns skip work already done.",
     )
     _common(p, out_default=DEFAULT_BINARIES)
     p.add_argument("--ratio", type=float, default=0.5, help="pruning ratio (0 = no pruning)")

@@ -1,4 +1,9 @@
-"""Export a student to ONNX / TFLite (fp32 and int8) with a fixed one-window input, and prove every binary.
+"""Export a student to ONNX / TFLite (fp32, int8, a16w8) with a fixed one-window input, and prove every binary.
+
+dtypes: ``fp32``; ``int8`` (full integer: int8 per-channel weights, int8 activations); ``a16w8`` (int8
+per-channel weights, int16 activations: TFLite's "16x8" mode, onnxruntime QDQ with int16 activations). Raw 16 kHz
+audio is the input of these students, and 256 int8 levels over [-1, 1] are too coarse for it (the sensitivity
+report's "(input)" row); int16 activations keep the weight savings of int8 and pass the same parity gate.
 
 Each binary is written to a temporary file, run in its own runtime (onnxruntime with one thread, the LiteRT
 interpreter) on held-out windows, compared with the PyTorch float model, and inspected tensor by tensor: an "int8"
@@ -29,7 +34,8 @@ from teacher.errors import FacedistillError
 from teacher.fsutil import atomic_path, atomic_write_json, sha256_file
 
 FORMATS = ("onnx", "tflite")
-DTYPES = ("fp32", "int8")
+DTYPES = ("fp32", "int8", "a16w8")
+QUANTIZED = ("int8", "a16w8")
 SUFFIX = {"onnx": ".onnx", "tflite": ".tflite"}
 WEIGHT_OPS_ONNX = ("Conv", "MatMul", "Gemm", "ConvTranspose")
 WEIGHT_OPS_TFLITE = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL")
@@ -48,7 +54,7 @@ class ExportConfig:
     dtypes: tuple[str, ...] = DTYPES
     keep_float: tuple[str, ...] = ()  # module names (e.g. "head.2") left in float inside int8 binaries
     fp32_tolerance: float = 1e-4  # max |Δ| vs the PyTorch float model
-    int8_tolerance: float = 0.02
+    int8_tolerance: float = 0.02  # max |Δ| for every quantized dtype (int8 and a16w8)
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -116,7 +122,7 @@ def export(
                 io_quant = _write_binary(model, fmt, dtype, calib, tmp, keep_float=config.keep_float)
                 outputs = run_binary(tmp, heldout)
                 parity = check_parity(path, outputs, reference, tolerance=config.tolerance(dtype))
-                if dtype == "int8":
+                if dtype in QUANTIZED:
                     check_int8(tmp, path, keep_float=config.keep_float)
                 card = build_card(
                     model,
@@ -124,7 +130,7 @@ def export(
                     fmt=fmt,
                     dtype=dtype,
                     io_quant=io_quant,
-                    keep_float=config.keep_float if dtype == "int8" else (),
+                    keep_float=config.keep_float if dtype in QUANTIZED else (),
                     parity=parity,
                     parent_sha256=parent_sha256,
                     quality=None if quality_fn is None else quality_fn(tmp),
@@ -154,14 +160,18 @@ def _up_to_date(path: Path, parent_sha256: str | None, config: ExportConfig) -> 
 def _write_binary(
     model: nn.Module, fmt: str, dtype: str, calib: np.ndarray, path: Path, *, keep_float: tuple[str, ...]
 ) -> dict[str, Any]:
-    """Write one binary to ``path``; returns the int8 I/O quantization (empty when I/O is float)."""
+    """Write one binary to ``path``; returns the integer I/O quantization (empty when I/O is float)."""
     example = torch.from_numpy(calib[:1])
     if fmt == "onnx":
         _export_onnx_fp32(model, example, path)
-        if dtype == "int8":
-            _quantize_onnx(path, calib, keep_float)
+        if dtype in QUANTIZED:
+            feeds = ({INPUT_NAME: calib[i : i + 1]} for i in range(len(calib)))
+            quantize_onnx_qdq(path, feeds, keep_float, activations=16 if dtype == "a16w8" else 8)
     elif dtype == "fp32":
         _export_tflite(model, example, path, quant_config=None)
+    elif dtype == "a16w8":
+        _export_tflite(model, example, path, quant_config=None)
+        quantize_tflite_a16w8(path, [[calib[i : i + 1]] for i in range(len(calib))], keep_float)
     else:
         quantized, quantizer = quantize_pt2e(model, calib, keep_float=keep_float)
         _export_tflite(quantized, example, path, quant_config=quantizer)
@@ -182,16 +192,11 @@ def _export_onnx_fp32(model: nn.Module, example: torch.Tensor, path: Path) -> No
         program.save(str(path), external_data=False)
 
 
-def _quantize_onnx(path: Path, calib: np.ndarray, keep_float: tuple[str, ...]) -> None:
-    """QDQ int8 (per-channel weights, int8 activations) in place, calibrated on the windows ``calib``."""
-    quantize_onnx_qdq(path, ({INPUT_NAME: calib[i : i + 1]} for i in range(len(calib))), keep_float)
-
-
 def quantize_onnx_qdq(
-    path: Path, feeds: Iterable[dict[str, np.ndarray]], keep_float: tuple[str, ...]
+    path: Path, feeds: Iterable[dict[str, np.ndarray]], keep_float: tuple[str, ...], *, activations: int = 8
 ) -> None:
-    """onnxruntime static QDQ quantization in place: per-channel int8 weights, int8 activations calibrated on
-    ``feeds`` (input name -> array dicts); nodes of the ``keep_float`` modules stay float."""
+    """onnxruntime static QDQ quantization in place: per-channel int8 weights, int8 (or int16) activations
+    calibrated on ``feeds`` (input name -> array dicts; min/max); nodes of the ``keep_float`` modules stay float."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -213,10 +218,35 @@ def quantize_onnx_qdq(
             _Reader(),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            activation_type=QuantType.QInt8,
+            activation_type=QuantType.QInt16 if activations == 16 else QuantType.QInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=exclude,
         )
+
+
+def quantize_tflite_a16w8(path: Path, feeds: list[list[np.ndarray]], keep_float: tuple[str, ...]) -> None:
+    """ai-edge-quantizer ``static_wi8_ai16`` in place: int8 per-channel weights, int16 activations, calibrated on
+    ``feeds`` (one list of positional inputs per call) with plain min/max ranges (the library's default moving
+    average under-covers rare loud windows, which then clip). LiteRT drops module names, so ``keep_float`` cannot
+    be honoured here and is refused."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import calibrator, quantizer, recipe
+    from ai_edge_quantizer.utils import qsv_utils
+
+    if keep_float:
+        msg = f"{path}: keep_float is not supported for TFLite a16w8 (LiteRT keeps no module names)"
+        raise ExportError(msg)
+    float_model = path.read_bytes()
+    signature, spec = next(iter(Interpreter(model_content=float_model).get_signature_list().items()))
+    names = sorted(spec["inputs"], key=lambda k: int(k.rsplit("_", 1)[1]))  # args_0, args_1, ... = call order
+    data = {signature: [dict(zip(names, call)) for call in feeds]}
+    q = quantizer.Quantizer(float_model)
+    q.load_quantization_recipe(recipe.static_wi8_ai16())
+    with _quiet():
+        calib = calibrator.Calibrator(float_model, num_threads=1, qsv_update_func=qsv_utils.min_max_update)
+        calib.calibrate(data, q._recipe_manager)  # the public Quantizer.calibrate has no min/max option
+        result = q.quantize(calib.get_model_qsvs())
+    result.export_model(str(path), overwrite=True)  # ``path`` is export()'s temporary file
 
 
 def onnx_nodes_of(model_proto: Any, modules: tuple[str, ...]) -> list[str]:

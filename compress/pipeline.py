@@ -302,7 +302,7 @@ def _ship_one(
     *,
     extra: dict[str, Any],
 ) -> list[dict[str, Any]]:
-    """Export fp32 + int8 ONNX/TFLite of one windowed student (int8 with the keep-float fallback)."""
+    """Export fp32 + int8 + a16w8 ONNX/TFLite of one windowed student (int8 with the keep-float fallback)."""
     calib, _ = split_windows(calib_split, model, part="calib", count=config.calib_windows, seed=config.seed)
     held, _ = split_windows(
         calib_split, model, part="heldout", count=config.parity_windows, seed=config.seed + 1
@@ -332,6 +332,12 @@ def _ship_one(
         refusal = _with_fallback(write, label, fmt, rank, config.max_keep_float)
         if refusal:
             refusals.append(refusal)
+        try:  # int8 weights + int16 activations: no int8 input floor, so no keep-float retries
+            a16 = ExportConfig(formats=(fmt,), dtypes=("a16w8",))
+            export(model, calib, held, binaries, name=label, config=a16, **common)
+        except ExportError as exc:
+            print(f"compress run: {exc}", file=sys.stderr)
+            refusals.append({"binary": f"{label}.a16w8.{fmt}", "error": str(exc), "keep_float": []})
     return refusals
 
 

@@ -1,4 +1,4 @@
-"""Export a streaming student (encoder step + head, state as explicit tensors) to ONNX / TFLite, fp32 and int8.
+"""Export a streaming student (encoder step + head, state as explicit tensors) to ONNX / TFLite, fp32 / int8 / a16w8.
 
 Two graphs per binary pair, both with fixed shapes:
 
@@ -10,7 +10,7 @@ Two graphs per binary pair, both with fixed shapes:
 
 Per frame that is ``cells_per_frame / B x step + head_runs_per_frame x head`` MACs instead of one whole window. Each
 pair is streamed over a held-out utterance in its own runtime (one thread) and compared with the windowed PyTorch
-model; int8 graphs must hold int8 weights in every weight layer (``compress.export.check_int8``). A failing pair
+model; quantized graphs must hold int8 weights in every weight layer (``compress.export.check_int8``). A failing pair
 never reaches its final names. The card (``name.stream.<dtype>.<format>.card.json``) says everything a runtime needs:
 tensor names, state shapes and initial values, block size, and when each frame falls due.
 """
@@ -28,8 +28,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.card import CARD_VERSION, card_path, model_timing
-from compress.export import SUFFIX, ExportConfig, ExportError, check_int8, check_parity, quantize_onnx_qdq
+from compress.card import CARD_VERSION, card_path, model_timing, quantization_scheme
+from compress.export import (
+    QUANTIZED,
+    SUFFIX,
+    ExportConfig,
+    ExportError,
+    check_int8,
+    check_parity,
+    quantize_onnx_qdq,
+    quantize_tflite_a16w8,
+)
 from compress.quantize import check_keep_float, pt2e_quantizer
 from students.model import Student
 from students.streaming import (
@@ -114,7 +123,7 @@ def export_streaming(
                 tmps = {"step": tmp_step, "head": tmp_head}
                 io_names = {}
                 for g, (module, example) in graphs.items():
-                    keep = _keep_float_in(module, config.keep_float) if dtype == "int8" else ()
+                    keep = _keep_float_in(module, config.keep_float) if dtype in QUANTIZED else ()
                     _write_graph(
                         module,
                         example,
@@ -125,7 +134,7 @@ def export_streaming(
                         calib=calib[g],
                         keep_float=keep,
                     )
-                    if dtype == "int8":
+                    if dtype in QUANTIZED:
                         check_int8(tmps[g], paths[g], keep_float=keep)
                     io_names[g] = binary_io(tmps[g], names[g])
                 step_fn, head_fn = binary_step_functions(tmps["step"], tmps["head"], io_names)
@@ -141,7 +150,7 @@ def export_streaming(
                 parity["seconds"] = len(heldout) / model_timing(model)["sample_rate"]
                 card = stream_card(
                     model, step, {g: (paths[g].name, tmps[g]) for g in graphs}, io_names, initial,
-                    fmt=fmt, dtype=dtype, parity=parity, keep_float=config.keep_float if dtype == "int8" else (),
+                    fmt=fmt, dtype=dtype, parity=parity, keep_float=config.keep_float if dtype in QUANTIZED else (),
                     parent_sha256=parent_sha256, export_config=config.to_dict(), extra=extra,
                 )  # fmt: skip
             path = card_path(out_dir / f"{stem}{SUFFIX[fmt]}")
@@ -213,8 +222,9 @@ def _write_graph(
                 module, example, input_names=names[0], output_names=names[1], dynamo=True, external_data=False
             )
             program.save(str(path), external_data=False)
-        if dtype == "int8":
-            _quantize_onnx(path, names[0], calib, keep_float)
+        if dtype in QUANTIZED:
+            feeds = (dict(zip(names[0], inputs)) for inputs in calib)
+            quantize_onnx_qdq(path, feeds, keep_float, activations=16 if dtype == "a16w8" else 8)
         return
     import litert_torch
     from litert_torch.quantize.quant_config import QuantConfig
@@ -232,6 +242,8 @@ def _write_graph(
         kwargs["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
     with _quiet():
         litert_torch.convert(module, example, **kwargs).export(str(path))
+    if dtype == "a16w8":
+        quantize_tflite_a16w8(path, [list(inputs) for inputs in calib], keep_float)
 
 
 def _share_concat_qparams(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
@@ -254,13 +266,6 @@ def _share_concat_qparams(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
                 n.args = (n.args[0], widest.args[1], widest.args[2], *n.args[3:])
     graph.recompile()
     return graph
-
-
-def _quantize_onnx(
-    path: Path, input_names: list[str], calib: list[tuple[np.ndarray, ...]], keep_float: tuple[str, ...]
-) -> None:
-    """QDQ int8 in place (per-channel weights, int8 activations), as compress.export does for windows."""
-    quantize_onnx_qdq(path, (dict(zip(input_names, inputs)) for inputs in calib), keep_float)
 
 
 def binary_io(path: Path, names: tuple[list[str], list[str]]) -> dict[str, list[dict[str, Any]]]:
@@ -428,9 +433,7 @@ def stream_card(
             "head_runs_per_frame": head_runs_per_frame(model),
         },
         "quantization": {
-            "scheme": "fp32"
-            if dtype == "fp32"
-            else "int8: symmetric per-output-channel weights, per-tensor int8 activations calibrated on streamed audio",
+            "scheme": quantization_scheme(fmt, dtype).replace("real audio windows", "streamed audio"),
             "keep_float": list(keep_float),
         },
         "parity": {

@@ -14,10 +14,12 @@ import soundfile as sf
 from ai_edge_litert.interpreter import Interpreter
 
 
-def to_tensor(x: np.ndarray, t: dict) -> np.ndarray:  # float -> the tensor's dtype (int8 per its scale)
-    q = t["quantization"]
-    x = np.ascontiguousarray(x, dtype=np.float32)  # history slices are views
-    return x if q is None else np.clip(np.round(x / q["scale"]) + q["zero_point"], -128, 127).astype(np.int8)
+def to_tensor(x: np.ndarray, t: dict) -> np.ndarray:  # float -> the tensor's dtype (int8/int16 per its scale)
+    q, x = t["quantization"], np.ascontiguousarray(x, dtype=np.float32)  # history slices are views
+    if q is None:
+        return x
+    info = np.iinfo(t["dtype"])
+    return np.clip(np.round(x / q["scale"]) + q["zero_point"], info.min, info.max).astype(t["dtype"])
 
 
 def from_tensor(y: np.ndarray, t: dict) -> np.ndarray:

@@ -29,8 +29,11 @@ def animate(model_path: str, wav_path: str) -> np.ndarray:
     frames = []
     for a in anchors:
         x = padded[a : a + width][None]  # audio[a - past, a - past + width)
-        if q_in:  # int8 input: quantize with the card's scale / zero point
-            x = np.clip(np.round(x / q_in["scale"]) + q_in["zero_point"], -128, 127).astype(np.int8)
+        if q_in:  # int8 / int16 input: quantize with the card's scale / zero point
+            lim = np.iinfo(q_in["dtype"])
+            x = np.clip(np.round(x / q_in["scale"]) + q_in["zero_point"], lim.min, lim.max).astype(
+                q_in["dtype"]
+            )
         y = runner(**{in_name: x})[out_name][0]
         frames.append((y.astype(np.float32) - q_out["zero_point"]) * q_out["scale"] if q_out else y)
     return np.stack(frames)  # [frames, channels] at out["fps"], columns = out["channel_names"]

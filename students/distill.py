@@ -96,7 +96,9 @@ class DistillConfig:
     labeled_weight: float = 0.2  # ground-truth loss on labeled (bench_distill, tiny: 0.667 -> 0.630)
     augment_labeled: bool = True  # gain + noise on labeled chunks
     checkpoint_every: int = 100
-    warm_start: bool = True  # stage 2: start from the stage-1 weights when every tensor shape matches
+    warm_start: bool = (
+        True  # stage 2: start from the stage-1 weights where layers match (Student.warm_start_from)
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "presets", tuple(self.presets))
@@ -231,11 +233,6 @@ def _rank_world() -> tuple[int, int]:
     return 0, 1
 
 
-def _same_shapes(a: nn.Module, b: nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape for k in sa)
-
-
 def _lr_at(step: int, steps: int, lr: float) -> float:
     warm = 20
     if step < warm:
@@ -272,9 +269,7 @@ def train_student(
     torch.manual_seed(settings.seed)
     student = Student(config)
     _init_output_bias(student, train.target_mean())
-    warm = teacher is not None and settings.warm_start and _same_shapes(student, teacher)
-    if warm:  # e.g. realtime has small's exact layers; only its window sits elsewhere around the anchor
-        student.load_state_dict(teacher.state_dict())
+    warm = student.warm_start_from(teacher) if teacher is not None and settings.warm_start else None
     trainee = _Trainee(student, teacher, settings.match if settings.feature_weight > 0 else ())
     models = [student] + ([teacher] if teacher is not None else [])
     left = max(m.left_context for m in models)

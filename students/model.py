@@ -5,6 +5,8 @@ A student is three stacks of *valid* (unpadded) 1-D convolutions and nothing els
 * **frontend** -- strided convs with kernel == stride (non-overlapping, e.g. 4, 4, 4), whose strides multiply to
   exactly ``ANCHOR_QUANTUM`` = 64 samples, so every later layer runs on the 4 ms anchor grid;
 * **context** -- stride-1, kernel-3 dilated convs on that grid;
+* optional **bottleneck** -- a linear 1x1 conv to ``head_bottleneck`` channels (makes the head, and so a streamed
+  frame, cheaper);
 * **head** -- "fully connected over the window": one conv whose kernel ``K`` spans all remaining grid positions,
   then 1x1 convs (= FC layers) through ``head_hidden``, then a 1x1 conv to the rig channels and a sigmoid.
 
@@ -27,7 +29,8 @@ preset     params      fp32 bytes    lookahead   notes
 =========  ==========  ============  ==========  ================================================================
 small      3 061 124   12 244 496    256 ms      stage-1 student of the paper: 256 ms past / 256 ms future
 tiny       192 392     769 568       256 ms      ``small`` with 75 % fewer channels everywhere
-realtime   3 061 124   12 244 496    80 ms       448 ms past / 64 ms future + 16 ms smoothing (3-frame ensemble)
+realtime   1 203 652   4 814 608     80 ms       448 ms past / 64 ms future + 16 ms smoothing (3-frame ensemble);
+                                                 small's convs, head reads a 64-channel linear bottleneck
 edge       47 612      190 448       32 ms       ours: <= 50 k params, 192 ms past / 32 ms future
 causal     150 108     600 432       0 ms        ours: 320 ms past, no future audio at all
 =========  ==========  ============  ==========  ================================================================
@@ -77,6 +80,7 @@ class StudentConfig:
     context_channels: tuple[int, ...] = (256, 256)
     context_dilations: tuple[int, ...] = (1, 2)
     head_hidden: tuple[int, ...] = (80,)
+    head_bottleneck: int = 0  # >0: a linear 1x1 conv to this many channels before the head (cheap streaming)
     channel_names: tuple[str, ...] = ARKIT_52
     fps: int = DEFAULT_FPS
     smoothing: bool = False
@@ -107,6 +111,9 @@ class StudentConfig:
         widths = self.frontend_channels + self.context_channels + self.head_hidden
         if min(widths) < 1 or (self.context_dilations and min(self.context_dilations) < 1):
             msg = f"{where}: channel counts and dilations must be >= 1"
+            raise StudentConfigError(msg)
+        if self.head_bottleneck < 0:
+            msg = f"{where}: head_bottleneck must be >= 0 (0 = none), got {self.head_bottleneck}"
             raise StudentConfigError(msg)
         if not self.channel_names:
             msg = f"{where}: no output channels"
@@ -182,7 +189,10 @@ PRESETS: dict[str, StudentConfig] = {
         context_channels=_scaled(_SMALL.context_channels, 0.25),
         head_hidden=_scaled(_SMALL.head_hidden, 0.25),
     ),
-    "realtime": replace(_SMALL, name="realtime", past_ms=448.0, future_ms=64.0, smoothing=True),
+    # small's conv widths; the head reads a 64-channel linear bottleneck so a streamed frame costs little
+    "realtime": replace(
+        _SMALL, name="realtime", past_ms=448.0, future_ms=64.0, smoothing=True, head_bottleneck=64
+    ),
     "edge": StudentConfig(
         name="edge",
         past_ms=192.0,
@@ -227,6 +237,11 @@ class Student(nn.Module):
         for c_out, dil in zip(config.context_channels, config.context_dilations):
             self.context.append(nn.Conv1d(c_in, c_out, kernel_size=3, dilation=dil))
             c_in = c_out
+        # optional linear 1x1 projection: the head's window-wide first conv then reads `head_bottleneck` channels,
+        # which cuts the per-frame head cost (and the streaming head buffer) by C_enc / head_bottleneck
+        self.bottleneck = nn.Conv1d(c_in, config.head_bottleneck, 1) if config.head_bottleneck else None
+        if self.bottleneck is not None:
+            c_in = config.head_bottleneck
         self.head = nn.ModuleList()
         kernel = config.head_kernel
         for c_out in config.head_hidden:
@@ -240,7 +255,8 @@ class Student(nn.Module):
     # ---- time accounting (derived from the modules, never typed in) -------------------------------------------
 
     def _layers(self) -> list[nn.Conv1d]:
-        return [*self.frontend, *self.context, *self.head, self.out]
+        neck = [self.bottleneck] if self.bottleneck is not None else []
+        return [*self.frontend, *self.context, *neck, *self.head, self.out]
 
     @property
     def frame_receptive_field(self) -> int:
@@ -302,7 +318,7 @@ class Student(nn.Module):
     def encode(
         self, audio: torch.Tensor, *, features: bool = False
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Frontend + context over ``audio`` [B, N] (N a multiple of 64): [B, C, N/64 - sum(2d)] and features.
+        """Frontend + context (+ bottleneck) over ``audio`` [B, N] (N a multiple of 64): [B, C, N/64 - sum(2d)].
 
         Features (if asked) are on the 64-sample grid: frontend layers are average-pooled over each 64-sample cell,
         so position ``q`` of feature ``f`` covers samples ``[64 q, 64 q + feature_receptive_field(f))``.
@@ -318,6 +334,8 @@ class Student(nn.Module):
             x = F.relu(conv(x))
             if features:
                 feats[f"context.{i}"] = x
+        if self.bottleneck is not None:
+            x = self.bottleneck(x)
         return x, feats
 
     def _head_tail(self, h: torch.Tensor) -> torch.Tensor:
@@ -400,7 +418,46 @@ class Student(nn.Module):
             frontend_channels=tuple(c.out_channels for c in self.frontend),
             context_channels=tuple(c.out_channels for c in self.context),
             head_hidden=tuple(c.out_channels for c in self.head),
+            head_bottleneck=self.bottleneck.out_channels if self.bottleneck is not None else 0,
         )
+
+    @torch.no_grad()
+    def warm_start_from(self, source: Student) -> str | None:
+        """Start from ``source``'s weights where the layers allow; returns how (``"exact"``, ``"factorized"``) or None.
+
+        ``"exact"``: every tensor has the same shape (e.g. realtime from small: same layers, the window just sits
+        elsewhere around the anchor). ``"factorized"``: the same except that this model has a head bottleneck and
+        ``source`` has none; the bottleneck and first head conv then start as the best rank-``head_bottleneck``
+        approximation (truncated SVD) of ``source``'s first head conv, so the start is ``source`` minus only the
+        smallest singular directions of that one layer.
+        """
+        mine, theirs = self.state_dict(), source.state_dict()
+        if mine.keys() == theirs.keys() and all(mine[k].shape == theirs[k].shape for k in mine):
+            self.load_state_dict(theirs)
+            return "exact"
+        if (
+            self.bottleneck is None
+            or source.bottleneck is not None
+            or not len(self.head)
+            or not len(source.head)
+        ):
+            return None
+        rest = {k for k in mine if not k.startswith(("bottleneck.", "head.0."))}
+        if rest != set(theirs) - {"head.0.weight", "head.0.bias"} or any(
+            mine[k].shape != theirs[k].shape for k in rest
+        ):
+            return None
+        w = source.head[0].weight  # [H, C, K]
+        (h, c, k), r = w.shape, self.bottleneck.out_channels
+        if self.head[0].weight.shape != (h, r, k) or r > c:
+            return None
+        u, s, vh = torch.linalg.svd(w.permute(0, 2, 1).reshape(h * k, c), full_matrices=False)
+        self.load_state_dict({k_: theirs[k_] for k_ in rest}, strict=False)
+        self.bottleneck.weight.copy_(vh[:r].unsqueeze(-1))  # [r, C, 1]
+        self.bottleneck.bias.zero_()
+        self.head[0].weight.copy_((u[:, :r] * s[:r]).reshape(h, k, r).permute(0, 2, 1))
+        self.head[0].bias.copy_(source.head[0].bias)
+        return "factorized"
 
 
 def count_params(model: nn.Module) -> int:

@@ -97,8 +97,13 @@ class StreamingStep(nn.Module):
         self.cells_per_step = int(cells_per_step)
         self.frontend = model.frontend
         self.context = model.context
+        self.bottleneck = model.bottleneck
         self.span = head_span(model)
-        self.encoder_channels = (list(model.context) or list(model.frontend))[-1].out_channels
+        self.encoder_channels = (
+            [model.bottleneck]
+            if model.bottleneck is not None
+            else list(model.context) or list(model.frontend)
+        )[-1].out_channels
 
     @property
     def block_samples(self) -> int:
@@ -125,6 +130,8 @@ class StreamingStep(nn.Module):
         for conv in self.context:
             states.append(x[:, :, :1].expand(-1, -1, 2 * conv.dilation[0]).clone())
             x = F.relu(conv(x))
+        if self.bottleneck is not None:
+            x = self.bottleneck(x)
         states.append(x[:, :, :1].expand(-1, -1, self.span).clone())
         return states
 
@@ -140,6 +147,8 @@ class StreamingStep(nn.Module):
             x = torch.cat([state, x], dim=2)
             new_states.append(x[:, :, x.shape[2] - state.shape[2] :])
             x = F.relu(conv(x))
+        if self.bottleneck is not None:
+            x = self.bottleneck(x)
         history = torch.cat([states[-1], x], dim=2)
         new_states.append(history[:, :, history.shape[2] - self.span :])
         return new_states, history

@@ -19,14 +19,30 @@ def test_all_binaries_match_pytorch_and_int8_is_int8(tmp_path):
     paths = ex.export(
         model, speechlike(32, w, 0), speechlike(16, w, 1), tmp_path, name="t", parent_sha256="abc"
     )
-    assert sorted(p.name for p in paths) == ["t.fp32.onnx", "t.fp32.tflite", "t.int8.onnx", "t.int8.tflite"]
+    assert sorted(p.name for p in paths) == [
+        "t.a16w8.onnx",
+        "t.a16w8.tflite",
+        "t.fp32.onnx",
+        "t.fp32.tflite",
+        "t.int8.onnx",
+        "t.int8.tflite",
+    ]
+    cards = {}
     for path in paths:
         card = json.loads(card_path(path).read_text())
         assert card["parity"]["max_abs_diff"] <= card["parity"]["tolerance"]
         assert card["input"]["window_samples"] == w and card["output"]["channel_names"][1] == "mouthClose"
         assert card["file_bytes"] == path.stat().st_size and card["parent_sha256"] == "abc"
-    assert ex.onnx_float_weight_layers(tmp_path / "t.int8.onnx") == []
-    assert ex.tflite_float_weight_ops(tmp_path / "t.int8.tflite") == []
+        cards[path.name] = card
+    for dtype in ("int8", "a16w8"):
+        assert ex.onnx_float_weight_layers(tmp_path / f"t.{dtype}.onnx") == []
+        assert ex.tflite_float_weight_ops(tmp_path / f"t.{dtype}.tflite") == []
+    # int16 activations: much closer to the float model than int8, from the same int8 weights
+    for fmt in ("onnx", "tflite"):
+        a16, i8 = cards[f"t.a16w8.{fmt}"]["parity"], cards[f"t.int8.{fmt}"]["parity"]
+        assert a16["mean_abs_diff"] < 0.5 * i8["mean_abs_diff"], fmt
+    assert cards["t.a16w8.tflite"]["input"]["dtype"] == "int16"
+    assert "int16 activations" in cards["t.a16w8.tflite"]["quantization"]["scheme"]
     assert len(ex.onnx_float_weight_layers(tmp_path / "t.fp32.onnx")) == 6  # the check sees float weights
     assert (tmp_path / "t.int8.onnx").stat().st_size < 0.7 * (tmp_path / "t.fp32.onnx").stat().st_size
 
@@ -47,7 +63,7 @@ def test_binary_that_drifts_is_refused_and_not_written(tmp_path, monkeypatch):
 
 def test_int8_binary_with_float_weights_is_refused(tmp_path, monkeypatch):
     model = tiny_student()
-    monkeypatch.setattr(ex, "_quantize_onnx", lambda *a: None)  # "int8" export silently stays float
+    monkeypatch.setattr(ex, "quantize_onnx_qdq", lambda *a, **k: None)  # "int8" export silently stays float
     w = model.window_samples
     config = ex.ExportConfig(formats=("onnx",), dtypes=("int8",))
     with pytest.raises(ex.ExportError, match="float weights"):

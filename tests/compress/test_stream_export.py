@@ -23,7 +23,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _model() -> Student:
     torch.manual_seed(0)
-    cfg = preset("realtime", frontend_channels=(8, 8, 16), context_channels=(16, 16), head_hidden=(8,))
+    cfg = preset(
+        "realtime",
+        frontend_channels=(8, 8, 16),
+        context_channels=(16, 16),
+        head_hidden=(8,),
+        head_bottleneck=8,
+    )
     model = Student(cfg).eval()
     with torch.no_grad():
         for p in model.parameters():
@@ -52,20 +58,25 @@ def tflite_pair(tmp_path_factory) -> tuple[Student, Path]:
 @pytest.mark.slow
 def test_tflite_pairs_are_checked_and_carded(tflite_pair) -> None:
     model, out = tflite_pair
-    for dtype, tolerance in (("fp32", 1e-5), ("int8", 0.02)):
+    parity = {}
+    for dtype, tolerance in (("fp32", 1e-5), ("int8", 0.02), ("a16w8", 0.02)):
         card = json.loads((out / f"rt.stream.{dtype}.tflite.card.json").read_text())
         assert card["parity"]["max_abs_diff"] <= tolerance and card["parity"]["windows"] == 90
         assert card["lookahead_ms"] == model.lookahead_ms and card["block_samples"] == 512
         assert [s["name"] for s in card["state"]] == ["context0_state", "context1_state", "head_buffer"]
         for graph in ("step", "head"):
             assert (out / card["graphs"][graph]["file"]).is_file()
-            if dtype == "int8":
+            if dtype != "fp32":
                 assert tflite_float_weight_ops(out / card["graphs"][graph]["file"]) == []
         assert card["macs_per_frame"]["streaming"] < card["macs_per_frame"]["windowed"]
+        parity[dtype] = card["parity"]["mean_abs_diff"]
+    assert parity["a16w8"] < 0.5 * parity["int8"]  # int16 activations and states: much closer to float
+    a16 = json.loads((out / "rt.stream.a16w8.tflite.card.json").read_text())
+    assert {s["dtype"] for s in a16["graphs"]["step"]["inputs"]} == {"int16"}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dtype", ["fp32", "int8"])
+@pytest.mark.parametrize("dtype", ["fp32", "int8", "a16w8"])
 def test_readme_example_streams_a_wav_from_the_card_alone(tflite_pair, tmp_path, dtype: str) -> None:
     model, out = tflite_pair
     spec = importlib.util.spec_from_file_location("stream_example", ROOT / "docs" / "stream_example.py")
@@ -86,7 +97,11 @@ def test_onnx_pairs_and_a_refused_pair_leaves_nothing(tmp_path) -> None:
     cards = export_streaming(
         model, [_audio(1, 1.0)], _audio(2, 2.0), tmp_path, name="rt", config=ExportConfig(formats=("onnx",))
     )
-    assert [c.name for c in cards] == ["rt.stream.fp32.onnx.card.json", "rt.stream.int8.onnx.card.json"]
+    assert [c.name for c in cards] == [
+        "rt.stream.fp32.onnx.card.json",
+        "rt.stream.int8.onnx.card.json",
+        "rt.stream.a16w8.onnx.card.json",
+    ]
     int8 = json.loads(cards[1].read_text())
     assert int8["parity"]["max_abs_diff"] <= 0.02 and int8["graphs"]["step"]["inputs"][0]["name"] == "cells"
     strict = tmp_path / "strict"
@@ -115,7 +130,7 @@ def test_onnx_fp32_pair_of_8_cell_blocks_matches_the_windowed_model(tmp_path) ->
     assert (
         card["history"]["shape"]
         == step["outputs"][-1]["shape"]
-        == [1, 16, card["state"][-1]["shape"][-1] + 8]
+        == [1, 8, card["state"][-1]["shape"][-1] + 8]  # the 8-channel bottleneck feeds the head
     )
     # a long utterance, streamed through the binaries in 8-cell blocks, equals the windowed model
     graphs = {g: {k: card["graphs"][g][k] for k in ("inputs", "outputs")} for g in ("step", "head")}

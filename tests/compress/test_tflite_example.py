@@ -31,13 +31,13 @@ def test_card_only_example_matches_the_pytorch_student(tmp_path):
     model = Student(config).eval()
     rng = np.random.default_rng(0)
     windows = (0.3 * rng.standard_normal((16, model.window_samples))).astype(np.float32)
-    (binary,) = ex.export(
+    binaries = ex.export(
         model,
         windows,
         windows,
         tmp_path,
         name="t",
-        config=ex.ExportConfig(formats=("tflite",), dtypes=("fp32",)),
+        config=ex.ExportConfig(formats=("tflite",), dtypes=("fp32", "a16w8")),
     )
     audio = (0.3 * np.sin(np.arange(11_000) * 0.05) * rng.uniform(0.2, 1.0, 11_000)).astype(np.float32)
     wav = tmp_path / "speech.wav"
@@ -46,12 +46,12 @@ def test_card_only_example_matches_the_pytorch_student(tmp_path):
     spec = importlib.util.spec_from_file_location("tflite_example", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    frames = example.animate(str(binary), str(wav))
-
     n = num_frames(len(audio), 30)
     with torch.no_grad():
         expected = model.forward_full(torch.from_numpy(audio)[None], torch.from_numpy(frame_anchors(n, 30)))[
             0
         ]
-    assert frames.shape == (n, 3)
-    np.testing.assert_allclose(frames, expected.numpy(), atol=1e-4)
+    for binary, atol in zip(binaries, (1e-4, 0.02)):  # fp32, then int16-in/int16-out a16w8
+        frames = example.animate(str(binary), str(wav))
+        assert frames.shape == (n, 3)
+        np.testing.assert_allclose(frames, expected.numpy(), atol=atol)

@@ -151,3 +151,26 @@ def test_checkpoint_round_trip_including_pruned_widths(tmp_path) -> None:
     with pytest.raises(StudentConfigError, match="junk.pt"):
         load_student(tmp_path / "junk.pt")
     assert np.isfinite(describe(model)["lookahead_ms"])
+
+
+def test_head_bottleneck_starts_as_a_truncated_svd_of_the_source_head(tmp_path) -> None:
+    torch.manual_seed(3)
+    source = _model("tiny")  # 64 encoder channels, no bottleneck
+    window = torch.randn(4, source.window_samples)
+    with torch.no_grad():
+        want = source(window)
+        errors = {}
+        for rank in (64, 16, 4):
+            student = Student(preset("tiny", head_bottleneck=rank)).eval()
+            assert student.warm_start_from(source) == "factorized"
+            errors[rank] = float((student(window) - want).abs().max())
+            assert (count_params(student) < count_params(source)) == (rank < 64)
+            path = tmp_path / f"r{rank}.pt"
+            save_student(path, student)
+            assert load_student(path).config == student.current_config() == student.config
+    assert errors[64] < 1e-5  # full rank: the same function, just factored
+    assert errors[4] > errors[16] > 1e-4  # truncation drops real directions, more at lower rank
+    assert Student(preset("tiny")).warm_start_from(source) == "exact"
+    assert Student(preset("edge")).warm_start_from(source) is None
+    with pytest.raises(StudentConfigError, match="head_bottleneck"):
+        preset("tiny", head_bottleneck=-1)
