@@ -166,12 +166,15 @@ def _write_binary(
         _export_onnx_fp32(model, example, path)
         if dtype in QUANTIZED:
             feeds = ({INPUT_NAME: calib[i : i + 1]} for i in range(len(calib)))
-            quantize_onnx_qdq(path, feeds, keep_float, activations=16 if dtype == "a16w8" else 8)
+            bits = 16 if dtype == "a16w8" else 8
+            quantize_onnx_qdq(path, feeds, keep_float, activations=bits, audio_inputs=(INPUT_NAME,))
     elif dtype == "fp32":
         _export_tflite(model, example, path, quant_config=None)
     elif dtype == "a16w8":
         _export_tflite(model, example, path, quant_config=None)
-        quantize_tflite_a16w8(path, [[calib[i : i + 1]] for i in range(len(calib))], keep_float)
+        quantize_tflite_a16w8(
+            path, [[calib[i : i + 1]] for i in range(len(calib))], keep_float, audio_inputs=(0,)
+        )
     else:
         quantized, quantizer = quantize_pt2e(model, calib, keep_float=keep_float)
         _export_tflite(quantized, example, path, quant_config=quantizer)
@@ -192,13 +195,41 @@ def _export_onnx_fp32(model: nn.Module, example: torch.Tensor, path: Path) -> No
         program.save(str(path), external_data=False)
 
 
+RANGE_MARGIN = {"int8": 0.0, "a16w8": 0.5}  # activation ranges widened by this x (max - min) per side
+
+
+def widen_range(low: np.ndarray, high: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated [low, high] widened by ``margin`` x its width on each side (a zero floor, e.g. after ReLU, stays).
+
+    Min/max calibration clips any held-out activation beyond the calibration extremes; a rare clipped logit is what
+    sets a quantized model's max |Δ| (one clipped pre-sigmoid value moved an output by 0.064 while the mean |Δ|
+    was 1e-4). With int16 activations a 2x wider range costs 1 of 16 bits and removes that clipping."""
+    low, high = np.asarray(low, dtype=np.float32), np.asarray(high, dtype=np.float32)
+    width = high - low
+    return np.where(low < 0, low - margin * width, low).astype(np.float32), (high + margin * width).astype(
+        np.float32
+    )
+
+
 def quantize_onnx_qdq(
-    path: Path, feeds: Iterable[dict[str, np.ndarray]], keep_float: tuple[str, ...], *, activations: int = 8
+    path: Path,
+    feeds: Iterable[dict[str, np.ndarray]],
+    keep_float: tuple[str, ...],
+    *,
+    activations: int = 8,
+    audio_inputs: tuple[str, ...] = (),
 ) -> None:
     """onnxruntime static QDQ quantization in place: per-channel int8 weights, int8 (or int16) activations
-    calibrated on ``feeds`` (input name -> array dicts; min/max); nodes of the ``keep_float`` modules stay float."""
+    calibrated on ``feeds`` (input name -> array dicts) by min/max, widened by ``RANGE_MARGIN``; inputs named in
+    ``audio_inputs`` get the audio contract's exact range [-1, 1]. Nodes of the ``keep_float`` modules stay float."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import (
+        CalibrationMethod,
+        TensorData,
+        create_calibrator,
+        save_tensors_data,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class _Reader(CalibrationDataReader):
@@ -208,27 +239,50 @@ def quantize_onnx_qdq(
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._it, None)
 
+    margin = RANGE_MARGIN["a16w8" if activations == 16 else "int8"]
     exclude = onnx_nodes_of(onnx.load(str(path)), keep_float)
     with tempfile.TemporaryDirectory() as tmpdir, _quiet():
-        pre = Path(tmpdir) / "pre.onnx"
+        pre, cache = Path(tmpdir) / "pre.onnx", Path(tmpdir) / "ranges.json"
         quant_pre_process(str(path), str(pre))
+        calibrator = create_calibrator(
+            pre,
+            augmented_model_path=str(Path(tmpdir) / "aug.onnx"),
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+        calibrator.collect_data(_Reader())
+        ranges = calibrator.compute_data()
+        for name, data in list(ranges.items()):
+            low, high = data.range_value
+            if name in audio_inputs:
+                low, high = np.full_like(low, -1.0), np.full_like(high, 1.0)
+            else:
+                low, high = widen_range(low, high, margin)
+            ranges[name] = TensorData(lowest=low, highest=high)
+        save_tensors_data(ranges, cache)  # quantize_static takes precomputed ranges only through this cache
         quantize_static(
             str(pre),
             str(path),
-            _Reader(),
+            None,
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QInt16 if activations == 16 else QuantType.QInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=exclude,
+            calibration_cache_path=str(cache),
         )
 
 
-def quantize_tflite_a16w8(path: Path, feeds: list[list[np.ndarray]], keep_float: tuple[str, ...]) -> None:
+def quantize_tflite_a16w8(
+    path: Path,
+    feeds: list[list[np.ndarray]],
+    keep_float: tuple[str, ...],
+    *,
+    audio_inputs: tuple[int, ...] = (),
+) -> None:
     """ai-edge-quantizer ``static_wi8_ai16`` in place: int8 per-channel weights, int16 activations, calibrated on
     ``feeds`` (one list of positional inputs per call) with plain min/max ranges (the library's default moving
-    average under-covers rare loud windows, which then clip). LiteRT drops module names, so ``keep_float`` cannot
-    be honoured here and is refused."""
+    average under-covers rare loud windows, which then clip), widened by ``RANGE_MARGIN``; positional inputs in
+    ``audio_inputs`` get exactly [-1, 1]. LiteRT drops module names, so ``keep_float`` cannot be honoured (refused)."""
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import calibrator, quantizer, recipe
     from ai_edge_quantizer.utils import qsv_utils
@@ -237,15 +291,26 @@ def quantize_tflite_a16w8(path: Path, feeds: list[list[np.ndarray]], keep_float:
         msg = f"{path}: keep_float is not supported for TFLite a16w8 (LiteRT keeps no module names)"
         raise ExportError(msg)
     float_model = path.read_bytes()
-    signature, spec = next(iter(Interpreter(model_content=float_model).get_signature_list().items()))
+    interp = Interpreter(model_content=float_model)
+    signature, spec = next(iter(interp.get_signature_list().items()))
     names = sorted(spec["inputs"], key=lambda k: int(k.rsplit("_", 1)[1]))  # args_0, args_1, ... = call order
     data = {signature: [dict(zip(names, call)) for call in feeds]}
+    runner = interp.get_signature_runner(signature)
+    audio = {
+        runner.get_input_details()[names[i]]["name"] for i in audio_inputs
+    }  # tensor names of audio inputs
     q = quantizer.Quantizer(float_model)
     q.load_quantization_recipe(recipe.static_wi8_ai16())
     with _quiet():
         calib = calibrator.Calibrator(float_model, num_threads=1, qsv_update_func=qsv_utils.min_max_update)
         calib.calibrate(data, q._recipe_manager)  # the public Quantizer.calibrate has no min/max option
-        result = q.quantize(calib.get_model_qsvs())
+        qsvs = calib.get_model_qsvs()
+        for name, qsv in qsvs.items():
+            if name in audio:
+                qsv["min"], qsv["max"] = np.full_like(qsv["min"], -1.0), np.full_like(qsv["max"], 1.0)
+            else:
+                qsv["min"], qsv["max"] = widen_range(qsv["min"], qsv["max"], RANGE_MARGIN["a16w8"])
+        result = q.quantize(qsvs)
     result.export_model(str(path), overwrite=True)  # ``path`` is export()'s temporary file
 
 

@@ -332,13 +332,23 @@ def _ship_one(
         refusal = _with_fallback(write, label, fmt, rank, config.max_keep_float)
         if refusal:
             refusals.append(refusal)
-        try:  # int8 weights + int16 activations: no int8 input floor, so no keep-float retries
-            a16 = ExportConfig(formats=(fmt,), dtypes=("a16w8",))
-            export(model, calib, held, binaries, name=label, config=a16, **common)
-        except ExportError as exc:
-            print(f"compress run: {exc}", file=sys.stderr)
-            refusals.append({"binary": f"{label}.a16w8.{fmt}", "error": str(exc), "keep_float": []})
+        a16 = ExportConfig(formats=(fmt,), dtypes=("a16w8",))
+        refusals += _a16w8(
+            lambda a16=a16: export(model, calib, held, binaries, name=label, config=a16, **common),
+            f"{label}.a16w8.{fmt}",
+        )
     return refusals
+
+
+def _a16w8(write, binary: str) -> list[dict[str, Any]]:
+    """Write one a16w8 binary (int8 weights, int16 activations: no int8 input floor, so no keep-float retries);
+    returns [] or a one-item refusal list."""
+    try:
+        write()
+        return []
+    except ExportError as exc:
+        print(f"compress run: {exc}", file=sys.stderr)
+        return [{"binary": binary, "error": str(exc), "keep_float": []}]
 
 
 def _pruned(ckpt: Path, ratio: float, calib_split, config: RunConfig) -> Path:
@@ -389,6 +399,13 @@ def _export_streaming(
             refusal = _with_fallback(write, f"{name}.stream", fmt, rank, config.max_keep_float)
             if refusal:
                 refusals.append(refusal)
+            a16 = ExportConfig(formats=(fmt,), dtypes=("a16w8",))
+            refusals += _a16w8(
+                lambda a16=a16, model=model, common=common, name=name: export_streaming(
+                    model, calib_audio, heldout, binaries, name=name, config=a16, **common
+                ),
+                f"{name}.stream.a16w8.{fmt}",
+            )
     return refusals
 
 

@@ -5,7 +5,7 @@
     {"teacher": {"params": int, "bytes": int, "latency_ms": {"median", "p99"} (optional),
                  "test": {"mse", "mse_mean_baseline", "velocity_mse", "lip_closure",
                           "lip_closure_ground_truth", "jitter_ratio", "mse_per_channel" (optional)}},
-     "models": [{"name": str, "preset": str, "format": "onnx" | "tflite" | "pytorch", "dtype": "fp32" | "int8",
+     "models": [{"name": str, "preset": str, "format": "onnx" | "tflite" | "pytorch", "dtype": "fp32" | "int8" | "a16w8",
                  "pruned": bool, "streaming": bool, "bytes": int, "params": int,
                  "peak_activation_bytes": int, "lookahead_ms": float (verified on the binary when profiled),
                  "macs_per_frame": int, "parity_max_abs": float, "latency_ms": {"median", "p99"},

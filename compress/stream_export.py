@@ -224,7 +224,8 @@ def _write_graph(
             program.save(str(path), external_data=False)
         if dtype in QUANTIZED:
             feeds = (dict(zip(names[0], inputs)) for inputs in calib)
-            quantize_onnx_qdq(path, feeds, keep_float, activations=16 if dtype == "a16w8" else 8)
+            bits = 16 if dtype == "a16w8" else 8
+            quantize_onnx_qdq(path, feeds, keep_float, activations=bits, audio_inputs=(CELLS_INPUT,))
         return
     import litert_torch
     from litert_torch.quantize.quant_config import QuantConfig
@@ -243,7 +244,8 @@ def _write_graph(
     with _quiet():
         litert_torch.convert(module, example, **kwargs).export(str(path))
     if dtype == "a16w8":
-        quantize_tflite_a16w8(path, [list(inputs) for inputs in calib], keep_float)
+        audio = (0,) if names[0][0] == CELLS_INPUT else ()  # the step graph's first input is audio
+        quantize_tflite_a16w8(path, [list(inputs) for inputs in calib], keep_float, audio_inputs=audio)
 
 
 def _share_concat_qparams(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
