@@ -98,6 +98,15 @@ def _windows(args: argparse.Namespace, model: Student) -> tuple[np.ndarray, np.n
     return calib, labels, heldout
 
 
+def _finetune_windows(args: argparse.Namespace, model: Student) -> tuple[np.ndarray, np.ndarray]:
+    """Windows (+ label rows) that drive a pruning fine-tune: ``--finetune-data`` if given, else ``--calib``'s."""
+    if args.finetune_data is None:
+        calib, labels, _ = _windows(args, model)
+        return calib, labels
+    split = load_split(args.finetune_data, field="labels" if getattr(args, "label_weight", 0) else None)
+    return split_windows(split, model, part="calib", count=args.finetune_windows, seed=args.seed)
+
+
 def _export(
     model: Student, ckpt: Path, args: argparse.Namespace, *, name: str, dtypes: tuple[str, ...]
 ) -> list[Path]:
@@ -152,7 +161,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
         label_weight=args.label_weight,
         seed=args.seed,
     )
-    calib, labels, heldout = _windows(args, model)
+    calib, labels = _finetune_windows(args, model)
+    _, _, heldout = _windows(args, model)
     pruned = prune(model, calib, config=config, labels=labels)
     with torch.no_grad():
         x = torch.from_numpy(heldout)
@@ -219,7 +229,7 @@ def cmd_ship(args: argparse.Namespace) -> int:
     if args.ratio > 0:
         pruned_path = ckpt.with_name(f"{ckpt.stem}-pruned{round(args.ratio * 100)}.pt")
         if not pruned_path.is_file() or args.force:
-            calib, labels, _ = _windows(args, model)
+            calib, labels = _finetune_windows(args, model)
             config = PruneConfig(ratio=args.ratio, round_to=args.round_to, finetune_steps=args.finetune_steps)
             save_student(
                 pruned_path,
@@ -277,6 +287,18 @@ def _common(p: argparse.ArgumentParser, *, out_default: Path | None) -> None:
         p.add_argument("--int8-tolerance", type=float, default=0.02, help="int8 parity limit, max |Δ| (0.02)")
 
 
+def _finetune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--finetune-steps", type=int, default=3000, help="fine-tune steps per round (3000)")
+    p.add_argument(
+        "--finetune-data",
+        type=Path,
+        default=None,
+        help="dataset folder whose audio drives the pruning fine-tune (default: --calib's windows); large, diverse "
+        "audio recovers far more, e.g. runs/default/pseudo (the target is the unpruned model, so no labels needed)",
+    )
+    p.add_argument("--finetune-windows", type=int, default=16384, help="windows cut from --finetune-data")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "prune",
@@ -291,7 +313,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--importance", choices=IMPORTANCES, default="magnitude", help="channel scoring")
     p.add_argument("--round-to", type=int, default=8, help="kept channel counts are multiples of this (8)")
     p.add_argument("--steps", type=int, default=1, help="iterative prune + fine-tune rounds (1)")
-    p.add_argument("--finetune-steps", type=int, default=200, help="fine-tune steps per round (200)")
+    _finetune_args(p)
     p.add_argument(
         "--label-weight", type=float, default=0.0, help="weight of the label loss in the fine-tune"
     )
@@ -337,5 +359,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(p, out_default=DEFAULT_BINARIES)
     p.add_argument("--ratio", type=float, default=0.5, help="pruning ratio (0 = no pruning)")
     p.add_argument("--round-to", type=int, default=8, help="kept channel counts are multiples of this (8)")
-    p.add_argument("--finetune-steps", type=int, default=200, help="fine-tune steps after pruning (200)")
+    _finetune_args(p)
     p.set_defaults(handler=cmd_ship)

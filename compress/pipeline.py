@@ -163,7 +163,8 @@ def run_pipeline(workdir: str | Path, reports_dir: str | Path, *, config: RunCon
         ckpt = students_dir / name / "student.pt"
         variants = [(name, ckpt, False)]
         if name in config.prune:
-            variants.append((f"{name}-pruned", _pruned(ckpt, config.prune[name], calib_split, config), True))
+            pruned_ckpt = _pruned(ckpt, config.prune[name], load_split(pseudo, field=None), config)
+            variants.append((f"{name}-pruned", pruned_ckpt, True))
         for label, path, pruned in variants:
             refusals += _ship_one(
                 load_student(path),
@@ -351,17 +352,19 @@ def _a16w8(write, binary: str) -> list[dict[str, Any]]:
         return [{"binary": binary, "error": str(exc), "keep_float": []}]
 
 
-def _pruned(ckpt: Path, ratio: float, calib_split, config: RunConfig) -> Path:
+def _pruned(ckpt: Path, ratio: float, audio_split, config: RunConfig) -> Path:
+    """Prune ``ckpt`` and fine-tune it against its unpruned self on windows of ``audio_split`` (the pseudo-labeled
+    audio: large and diverse; its labels are not used). Windows of the small labeled split recover far less
+    (tiny, 50 %: +41 % test MSE vs the unpruned model after 400 steps on 2 048 labeled windows, +9 % after 3 000
+    steps on 16 384 pseudo-labeled ones)."""
     out = ckpt.with_name(f"student-pruned{round(ratio * 100)}.pt")
     parent = sha256_file(ckpt)
     if out.is_file() and torch.load(out, weights_only=True).get("parent_sha256") == parent:
         return out
     model = load_student(ckpt)
-    windows, labels = split_windows(calib_split, model, part="calib", count=2048, seed=config.seed)
-    steps = 40 if config.quick else 400
-    pruned = prune(
-        model, windows, config=PruneConfig(ratio=ratio, round_to=4, finetune_steps=steps), labels=labels
-    )
+    count, steps = (512, 40) if config.quick else (16384, 3000)
+    windows, _ = split_windows(audio_split, model, part="calib", count=count, seed=config.seed)
+    pruned = prune(model, windows, config=PruneConfig(ratio=ratio, round_to=4, finetune_steps=steps))
     save_student(out, pruned, parent_sha256=parent)
     return out
 

@@ -38,7 +38,7 @@ class PruneConfig:
     importance: str = "magnitude"  # "magnitude" (L2 of the channel group) or "taylor" (|w * dL/dw|)
     round_to: int = 8  # kept channel counts are multiples of this (SIMD-friendly); 4 for very small models
     iterative_steps: int = 1  # reach ``ratio`` in this many prune + fine-tune rounds
-    finetune_steps: int = 200  # optimizer steps after each pruning round (0 = none)
+    finetune_steps: int = 3000  # optimizer steps after each pruning round (0 = none)
     finetune_lr: float = 1e-3
     batch_size: int = 64
     label_weight: float = 0.0  # weight of the label MSE next to the MSE to the unpruned model's outputs

@@ -46,21 +46,22 @@ class Split:
         return np.nanmean(np.concatenate(self.targets), axis=0).astype(np.float32)
 
 
-def load_split(root: str | os.PathLike, *, field: str = "labels") -> Split:
-    """Load a dataset folder; ``field`` picks the curves used as targets ("labels" or "truth")."""
+def load_split(root: str | os.PathLike, *, field: str | None = "labels") -> Split:
+    """Load a dataset folder; ``field`` picks the curves used as targets ("labels" or "truth"; None = audio only,
+    targets all NaN)."""
     from teacher.fsutil import sha256_file
 
     ds = Dataset(root)
     audio, targets, phonemes = [], [], []
     n_ch = len(ds.channel_names)
     for utt in ds:
-        curves = getattr(utt, field)
+        curves = getattr(utt, field) if field is not None else None
         if curves is None:
             curves = np.full((utt.n_frames(ds.fps), n_ch), np.nan, np.float32)
         audio.append(utt.audio.astype(np.float32))
         targets.append(np.asarray(curves, np.float32))
         phonemes.append(utt.phonemes)
-    if not audio or all(np.isnan(t).all() for t in targets):
+    if not audio or (field is not None and all(np.isnan(t).all() for t in targets)):
         msg = f"{ds.root}: no utterance has {field!r} curves (did the labeling step run?)"
         raise DatasetError(msg)
     return Split(

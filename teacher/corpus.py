@@ -183,7 +183,9 @@ def plan_split(config: CorpusConfig, split: str) -> list[dict[str, Any]]:
     plan: list[dict[str, Any]] = []
     budget, estimated = sc.minutes * 60.0, 0.0
     while estimated < budget:
-        language = sc.languages[len(plan) % len(sc.languages)]  # round robin: even tiny splits hold every language
+        language = sc.languages[
+            len(plan) % len(sc.languages)
+        ]  # round robin: even tiny splits hold every language
         variant = sc.variants[int(rng.integers(0, len(sc.variants)))]
         voice = f"{language}+{variant}" if variant else language
         text = sentence(language, rng)

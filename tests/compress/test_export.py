@@ -135,3 +135,21 @@ def test_cli_export_and_quantize_from_a_dataset(tmp_path, capsys):
     assert card["dtype"] == "int8" and card["parity"]["windows"] > 0
     assert main(["export", str(ckpt), "--calib", str(tmp_path / "nowhere")]) == 2
     assert "no dataset manifest" in capsys.readouterr().err
+    # prune with a fine-tune driven by another dataset's audio, then a16w8 binaries of the pruned student
+    pruned = tmp_path / "t-pruned.pt"
+    args = [
+        "--calib",
+        str(data),
+        "--finetune-data",
+        str(data),
+        "--finetune-windows",
+        "16",
+        "--finetune-steps",
+        "2",
+    ]
+    assert main(["prune", str(ckpt), *args, "--round-to", "4", "--out", str(pruned)]) == 0
+    card = json.loads(pruned.with_name(pruned.name + ".card.json").read_text())
+    assert card["params_after"] < card["params_before"] and card["prune_config"]["finetune_steps"] == 2
+    assert main(["quantize", str(pruned), *common[1:], "--dtypes", "a16w8"]) == 0
+    a16 = json.loads((out / "t-pruned.a16w8.onnx.card.json").read_text())
+    assert a16["dtype"] == "a16w8" and a16["parity"]["max_abs_diff"] <= 0.02
