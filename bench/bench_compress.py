@@ -39,6 +39,9 @@ def main() -> None:
     parser.add_argument("--presets", default="tiny,small")
     parser.add_argument("--run", type=Path, default=Path("runs/default"))
     parser.add_argument("--ratio", type=float, default=0.5)
+    parser.add_argument(
+        "--prune", default="tiny", help="presets that also get a pruned variant (default tiny)"
+    )
     parser.add_argument("--finetune-steps", type=int, default=3000)
     parser.add_argument("--finetune-windows", type=int, default=16384)
     parser.add_argument("--out", type=Path, default=Path("runs/default/bench_compress"))
@@ -61,11 +64,13 @@ def main() -> None:
         calib, _ = split_windows(calib_split, model, part="calib", count=512)
         heldout, _ = split_windows(calib_split, model, part="heldout", count=64, seed=1)
         pruned_path = args.out / f"{preset}-pruned.pt"
-        if not pruned_path.is_file():
+        if preset in args.prune.split(",") and not pruned_path.is_file():
             config = PruneConfig(ratio=args.ratio, finetune_steps=args.finetune_steps)
             windows, _ = split_windows(audio_split, model, part="calib", count=args.finetune_windows)
             save_student(pruned_path, prune(model, windows, config=config), parent_sha256=sha256_file(ckpt))
-        variants = {"base": (model, ckpt), "pruned": (load_student(pruned_path), pruned_path)}
+        variants = {"base": (model, ckpt)}
+        if preset in args.prune.split(","):
+            variants["pruned"] = (load_student(pruned_path), pruned_path)
         rows = {}
         for variant, (m, path) in variants.items():
             start, binaries = time.time(), []

@@ -1,6 +1,6 @@
 """Streaming vs windowed students: MACs per frame, latency per frame (onnxruntime and LiteRT, 1 thread), parity.
 
-    python bench/bench_streaming.py [--presets tiny realtime] [--dtypes fp32 int8] [--formats onnx tflite]
+    python bench/bench_streaming.py [--presets tiny realtime] [--dtypes fp32 int8 a16w8] [--formats onnx tflite]
                                     [--block-cells 8] [--seconds 4]
 
 Random-weight models (MACs and latency do not depend on the weights; streaming parity is exact either way).
@@ -129,7 +129,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--presets", nargs="+", default=["tiny", "realtime"])
-    parser.add_argument("--dtypes", nargs="+", default=["fp32", "int8"])
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "int8", "a16w8"])
     parser.add_argument("--formats", nargs="+", default=["onnx", "tflite"])
     parser.add_argument(
         "--block-cells", nargs="+", type=int, default=[BLOCK_CELLS], help="64-sample cells per step call"
