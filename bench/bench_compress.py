@@ -65,7 +65,7 @@ def main() -> None:
         heldout, _ = split_windows(calib_split, model, part="heldout", count=64, seed=1)
         pruned_path = args.out / f"{preset}-pruned.pt"
         if preset in args.prune.split(",") and not pruned_path.is_file():
-            config = PruneConfig(ratio=args.ratio, finetune_steps=args.finetune_steps)
+            config = PruneConfig(ratio=args.ratio, round_to=4, finetune_steps=args.finetune_steps)  # as compress run
             windows, _ = split_windows(audio_split, model, part="calib", count=args.finetune_windows)
             save_student(pruned_path, prune(model, windows, config=config), parent_sha256=sha256_file(ckpt))
         variants = {"base": (model, ckpt)}
