@@ -23,7 +23,7 @@ command works as a CI gate:
 
   compress profile runs/default/binaries/*.onnx --budget mobile,wearable --json profile.json
   compress profile student.tflite --budgets my_budgets.toml --budget watch
-  compress profile runs/default/binaries/tiny.stream.int8.onnx.card.json --budget wearable
+  compress profile runs/default/binaries/tiny.stream.a16w8.onnx.card.json --budget wearable
 """
 
 # (label, measure in the result) in table order

@@ -1,6 +1,6 @@
 """Stream a WAV through an exported streaming student (.tflite step + head) using only its card.
 
-    python docs/stream_example.py runs/default/binaries/edge.stream.int8.tflite.card.json speech.wav > curves.csv
+    python docs/stream_example.py runs/default/binaries/tiny.stream.a16w8.tflite.card.json speech.wav > curves.csv
 
 Needs numpy, soundfile and ai-edge-litert only (no facedistill). The WAV must be mono 16 kHz.
 """

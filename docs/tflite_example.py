@@ -1,6 +1,6 @@
 """Animate a WAV with an exported windowed student (.tflite) using only its model card.
 
-    python docs/tflite_example.py runs/default/binaries/tiny-pruned.int8.tflite speech.wav > curves.csv
+    python docs/tflite_example.py runs/default/binaries/edge.a16w8.tflite speech.wav > curves.csv
 
 Needs numpy, soundfile and ai-edge-litert only (no facedistill). The WAV must be mono 16 kHz.
 """
