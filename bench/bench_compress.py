@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 
 from compress.card import card_path
 from compress.cmd_compress import evaluate_binary, split_windows
-from compress.export import DTYPES, FORMATS, ExportConfig, ExportError, export
+from compress.export import DTYPES, FORMATS, ExportConfig, export_each
 from compress.prune import PruneConfig, prune
 from students.data import load_split
 from students.model import count_params, load_student, save_student
@@ -65,7 +64,9 @@ def main() -> None:
         heldout, _ = split_windows(calib_split, model, part="heldout", count=64, seed=1)
         pruned_path = args.out / f"{preset}-pruned.pt"
         if preset in args.prune.split(",") and not pruned_path.is_file():
-            config = PruneConfig(ratio=args.ratio, round_to=4, finetune_steps=args.finetune_steps)  # as compress run
+            config = PruneConfig(
+                ratio=args.ratio, round_to=4, finetune_steps=args.finetune_steps
+            )  # as compress run
             windows, _ = split_windows(audio_split, model, part="calib", count=args.finetune_windows)
             save_student(pruned_path, prune(model, windows, config=config), parent_sha256=sha256_file(ckpt))
         variants = {"base": (model, ckpt)}
@@ -73,28 +74,27 @@ def main() -> None:
             variants["pruned"] = (load_student(pruned_path), pruned_path)
         rows = {}
         for variant, (m, path) in variants.items():
-            start, binaries = time.time(), []
+            start = time.time()
+            binaries, refused = export_each(
+                m,
+                calib,
+                heldout,
+                args.out,
+                name=f"{preset}-{variant}",
+                config=ExportConfig(int8_tolerance=args.int8_tolerance),
+                parent_sha256=sha256_file(path),
+                quality_fn=lambda p, m=m: evaluate_binary(p, m, test),
+            )
+            cards = {
+                (c["format"], c["dtype"]): c for c in (json.loads(card_path(b).read_text()) for b in binaries)
+            }
             for fmt in FORMATS:
                 for dtype in DTYPES:
                     key = f"{variant}/{fmt}/{dtype}"
-                    try:
-                        binaries += export(
-                            m,
-                            calib,
-                            heldout,
-                            args.out,
-                            name=f"{preset}-{variant}",
-                            config=ExportConfig(
-                                formats=(fmt,), dtypes=(dtype,), int8_tolerance=args.int8_tolerance
-                            ),
-                            parent_sha256=sha256_file(path),
-                            quality_fn=lambda p, m=m: evaluate_binary(p, m, test),
-                        )
-                    except ExportError as exc:  # refused: record the measured miss, no file, no quality
-                        miss = re.search(r"max \|Δ\| ([0-9.eE+-]+)", str(exc))
-                        rows[key] = {"refused": True, "max_abs_diff": float(miss.group(1)) if miss else None}
+                    if (fmt, dtype) in refused:  # refused: the measured miss, no file, no quality
+                        rows[key] = {"refused": True, "max_abs_diff": refused[(fmt, dtype)].max_abs_diff}
                         continue
-                    card = json.loads(card_path(binaries[-1]).read_text())
+                    card = cards[(fmt, dtype)]
                     rows[key] = {
                         "bytes": card["file_bytes"],
                         "params": count_params(m),

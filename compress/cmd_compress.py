@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from compress.export import DTYPES, FORMATS, ExportConfig, ExportError, export, run_binary
+from compress.export import DTYPES, FORMATS, ExportConfig, ExportError, export_each, run_binary
 from compress.prune import IMPORTANCES, PruneConfig, prune
 from compress.quantize import QuantizeConfig, input_sensitivity, qat_finetune, sensitivity
 from students.data import Split, load_split
@@ -113,37 +113,33 @@ def _export(
     calib, _, heldout = _windows(args, model)
     test = load_split(args.test, field="truth") if args.test else None
     start = time.time()
-    paths, refused = [], []
-    for fmt in args.formats:  # one binary at a time: a refused one does not stop the others
-        for dtype in dtypes:
-            config = ExportConfig(
-                formats=(fmt,),
-                dtypes=(dtype,),
-                keep_float=tuple(args.keep_float) if dtype != "fp32" else (),
-                int8_tolerance=args.int8_tolerance,
-            )
-            try:
-                paths += export(
-                    model,
-                    calib,
-                    heldout,
-                    args.out,
-                    name=name,
-                    config=config,
-                    parent_sha256=sha256_file(ckpt),
-                    quality_fn=None if test is None else (lambda p: evaluate_binary(p, model, test)),
-                    force=args.force,
-                )
-            except ExportError as exc:
-                print(f"export: {exc}", file=sys.stderr)
-                refused.append(f"{name}.{dtype}.{fmt}")
+    config = ExportConfig(
+        formats=tuple(args.formats),
+        dtypes=dtypes,
+        keep_float=tuple(args.keep_float),
+        int8_tolerance=args.int8_tolerance,
+    )
+    paths, refused = export_each(
+        model,
+        calib,
+        heldout,
+        args.out,
+        name=name,
+        config=config,
+        parent_sha256=sha256_file(ckpt),
+        quality_fn=None if test is None else (lambda p: evaluate_binary(p, model, test)),
+        force=args.force,
+    )
+    for exc in refused.values():
+        print(f"export: {exc}", file=sys.stderr)
     for p in paths:
         print(f"{p}  {p.stat().st_size:,} bytes", file=sys.stderr)
     print(
         f"export: {len(paths)} binaries checked and written in {time.time() - start:.1f} s", file=sys.stderr
     )
     if refused:
-        msg = f"{args.out}: {len(refused)} binaries refused ({', '.join(refused)}); the others were written"
+        names = ", ".join(f"{name}.{dtype}.{fmt}" for fmt, dtype in refused)
+        msg = f"{args.out}: {len(refused)} binaries refused ({names}); the others were written"
         raise ExportError(msg)
     return paths
 

@@ -43,7 +43,15 @@ INPUT_NAME, OUTPUT_NAME = "audio", "curves"
 
 
 class ExportError(FacedistillError, ValueError):
-    """A binary failed its parity or dtype check, or the export request is invalid."""
+    """A binary failed its parity or dtype check, or the export request is invalid.
+
+    A parity refusal carries the measured ``max_abs_diff`` and the ``tolerance`` it missed (None otherwise)."""
+
+    def __init__(
+        self, msg: str, *, max_abs_diff: float | None = None, tolerance: float | None = None
+    ) -> None:
+        super().__init__(msg)
+        self.max_abs_diff, self.tolerance = max_abs_diff, tolerance
 
 
 @dataclass(frozen=True)
@@ -142,6 +150,33 @@ def export(
     return written
 
 
+def export_each(
+    model: nn.Module,
+    calib_windows: np.ndarray,
+    heldout_windows: np.ndarray,
+    out_dir: str | os.PathLike,
+    *,
+    name: str,
+    config: ExportConfig = ExportConfig(),
+    **kwargs: Any,
+) -> tuple[list[Path], dict[tuple[str, str], ExportError]]:
+    """:func:`export` one (format, dtype) pair at a time, so a refused binary does not stop the others.
+
+    Returns the written paths and the refusals keyed by (format, dtype)."""
+    paths: list[Path] = []
+    refused: dict[tuple[str, str], ExportError] = {}
+    for fmt in config.formats:
+        for dtype in config.dtypes:
+            one = dataclasses.replace(config, formats=(fmt,), dtypes=(dtype,))
+            try:
+                paths += export(
+                    model, calib_windows, heldout_windows, out_dir, name=name, config=one, **kwargs
+                )
+            except ExportError as exc:
+                refused[(fmt, dtype)] = exc
+    return paths, refused
+
+
 def _up_to_date(path: Path, parent_sha256: str | None, config: ExportConfig) -> bool:
     card = card_path(path)
     if parent_sha256 is None or not (path.is_file() and card.is_file()):
@@ -166,8 +201,7 @@ def _write_binary(
         _export_onnx_fp32(model, example, path)
         if dtype in QUANTIZED:
             feeds = ({INPUT_NAME: calib[i : i + 1]} for i in range(len(calib)))
-            bits = 16 if dtype == "a16w8" else 8
-            quantize_onnx_qdq(path, feeds, keep_float, activations=bits, audio_inputs=(INPUT_NAME,))
+            quantize_onnx_qdq(path, feeds, keep_float, dtype=dtype, audio_inputs=(INPUT_NAME,))
     elif dtype == "fp32":
         _export_tflite(model, example, path, quant_config=None)
     elif dtype == "a16w8":
@@ -198,17 +232,21 @@ def _export_onnx_fp32(model: nn.Module, example: torch.Tensor, path: Path) -> No
 RANGE_MARGIN = {"int8": 0.0, "a16w8": 0.5}  # activation ranges widened by this x (max - min) per side
 
 
-def widen_range(low: np.ndarray, high: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
-    """Calibrated [low, high] widened by ``margin`` x its width on each side (a zero floor, e.g. after ReLU, stays).
+def quant_range(
+    low: np.ndarray, high: np.ndarray, *, dtype: str, audio: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The range a quantized tensor gets from its calibrated [low, high]: exactly [-1, 1] for an audio input (the
+    audio contract), else widened by ``RANGE_MARGIN[dtype]`` x its width on each side (a zero floor, e.g. after
+    ReLU, stays).
 
     Min/max calibration clips any held-out activation beyond the calibration extremes; a rare clipped logit is what
     sets a quantized model's max |Δ| (one clipped pre-sigmoid value moved an output by 0.064 while the mean |Δ|
     was 1e-4). With int16 activations a 2x wider range costs 1 of 16 bits and removes that clipping."""
     low, high = np.asarray(low, dtype=np.float32), np.asarray(high, dtype=np.float32)
-    width = high - low
-    return np.where(low < 0, low - margin * width, low).astype(np.float32), (high + margin * width).astype(
-        np.float32
-    )
+    if audio:
+        return np.full_like(low, -1.0), np.full_like(high, 1.0)
+    margin, width = RANGE_MARGIN[dtype], high - low
+    return np.where(low < 0, low - margin * width, low).astype(np.float32), high + margin * width
 
 
 def quantize_onnx_qdq(
@@ -216,12 +254,12 @@ def quantize_onnx_qdq(
     feeds: Iterable[dict[str, np.ndarray]],
     keep_float: tuple[str, ...],
     *,
-    activations: int = 8,
+    dtype: str = "int8",
     audio_inputs: tuple[str, ...] = (),
 ) -> None:
-    """onnxruntime static QDQ quantization in place: per-channel int8 weights, int8 (or int16) activations
-    calibrated on ``feeds`` (input name -> array dicts) by min/max, widened by ``RANGE_MARGIN``; inputs named in
-    ``audio_inputs`` get the audio contract's exact range [-1, 1]. Nodes of the ``keep_float`` modules stay float."""
+    """onnxruntime static QDQ quantization in place: per-channel int8 weights, int8 (``dtype`` "int8") or int16
+    ("a16w8") activations calibrated on ``feeds`` (input name -> array dicts) by min/max, ranges set by
+    :func:`quant_range` (inputs named in ``audio_inputs`` are audio). Nodes of the ``keep_float`` modules stay float."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import (
@@ -239,7 +277,6 @@ def quantize_onnx_qdq(
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._it, None)
 
-    margin = RANGE_MARGIN["a16w8" if activations == 16 else "int8"]
     exclude = onnx_nodes_of(onnx.load(str(path)), keep_float)
     with tempfile.TemporaryDirectory() as tmpdir, _quiet():
         pre, cache = Path(tmpdir) / "pre.onnx", Path(tmpdir) / "ranges.json"
@@ -252,11 +289,7 @@ def quantize_onnx_qdq(
         calibrator.collect_data(_Reader())
         ranges = calibrator.compute_data()
         for name, data in list(ranges.items()):
-            low, high = data.range_value
-            if name in audio_inputs:
-                low, high = np.full_like(low, -1.0), np.full_like(high, 1.0)
-            else:
-                low, high = widen_range(low, high, margin)
+            low, high = quant_range(*data.range_value, dtype=dtype, audio=name in audio_inputs)
             ranges[name] = TensorData(lowest=low, highest=high)
         save_tensors_data(ranges, cache)  # quantize_static takes precomputed ranges only through this cache
         quantize_static(
@@ -265,7 +298,7 @@ def quantize_onnx_qdq(
             None,
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            activation_type=QuantType.QInt16 if activations == 16 else QuantType.QInt8,
+            activation_type=QuantType.QInt16 if dtype == "a16w8" else QuantType.QInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=exclude,
             calibration_cache_path=str(cache),
@@ -281,8 +314,8 @@ def quantize_tflite_a16w8(
 ) -> None:
     """ai-edge-quantizer ``static_wi8_ai16`` in place: int8 per-channel weights, int16 activations, calibrated on
     ``feeds`` (one list of positional inputs per call) with plain min/max ranges (the library's default moving
-    average under-covers rare loud windows, which then clip), widened by ``RANGE_MARGIN``; positional inputs in
-    ``audio_inputs`` get exactly [-1, 1]. LiteRT drops module names, so ``keep_float`` cannot be honoured (refused)."""
+    average under-covers rare loud windows, which then clip), set by :func:`quant_range` (positional inputs in
+    ``audio_inputs`` are audio). LiteRT drops module names, so ``keep_float`` cannot be honoured (refused)."""
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import calibrator, quantizer, recipe
     from ai_edge_quantizer.utils import qsv_utils
@@ -296,9 +329,7 @@ def quantize_tflite_a16w8(
     names = sorted(spec["inputs"], key=lambda k: int(k.rsplit("_", 1)[1]))  # args_0, args_1, ... = call order
     data = {signature: [dict(zip(names, call)) for call in feeds]}
     runner = interp.get_signature_runner(signature)
-    audio = {
-        runner.get_input_details()[names[i]]["name"] for i in audio_inputs
-    }  # tensor names of audio inputs
+    audio = {runner.get_input_details()[names[i]]["name"] for i in audio_inputs}  # their tensor names
     q = quantizer.Quantizer(float_model)
     q.load_quantization_recipe(recipe.static_wi8_ai16())
     with _quiet():
@@ -306,10 +337,7 @@ def quantize_tflite_a16w8(
         calib.calibrate(data, q._recipe_manager)  # the public Quantizer.calibrate has no min/max option
         qsvs = calib.get_model_qsvs()
         for name, qsv in qsvs.items():
-            if name in audio:
-                qsv["min"], qsv["max"] = np.full_like(qsv["min"], -1.0), np.full_like(qsv["max"], 1.0)
-            else:
-                qsv["min"], qsv["max"] = widen_range(qsv["min"], qsv["max"], RANGE_MARGIN["a16w8"])
+            qsv["min"], qsv["max"] = quant_range(qsv["min"], qsv["max"], dtype="a16w8", audio=name in audio)
         result = q.quantize(qsvs)
     result.export_model(str(path), overwrite=True)  # ``path`` is export()'s temporary file
 
@@ -434,7 +462,7 @@ def check_parity(
     }
     if not np.isfinite(delta).all() or parity["max_abs_diff"] > tolerance:
         msg = f"{path}: refused, output differs from the PyTorch model by max |Δ| {parity['max_abs_diff']:.3g} > {tolerance:g} on {len(reference)} held-out windows"
-        raise ExportError(msg)
+        raise ExportError(msg, max_abs_diff=parity["max_abs_diff"], tolerance=tolerance)
     return parity
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -268,8 +267,7 @@ def _with_fallback(write, label: str, fmt: str, rank, max_keep: int) -> dict[str
             write(keep)
             return None
         except ExportError as exc:
-            miss = re.search(r"max \|Δ\| ([0-9.eE+-]+) > ([0-9.eE+-]+)", str(exc))
-            near = miss is not None and float(miss.group(1)) <= RETRY_MARGIN * float(miss.group(2))
+            near = exc.max_abs_diff is not None and exc.max_abs_diff <= RETRY_MARGIN * exc.tolerance
             if len(keep) >= max_keep or not near:
                 print(f"compress run: {exc}", file=sys.stderr)
                 return {"binary": f"{label}.int8.{fmt}", "error": str(exc), "keep_float": list(keep)}

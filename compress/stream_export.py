@@ -224,8 +224,7 @@ def _write_graph(
             program.save(str(path), external_data=False)
         if dtype in QUANTIZED:
             feeds = (dict(zip(names[0], inputs)) for inputs in calib)
-            bits = 16 if dtype == "a16w8" else 8
-            quantize_onnx_qdq(path, feeds, keep_float, activations=bits, audio_inputs=(CELLS_INPUT,))
+            quantize_onnx_qdq(path, feeds, keep_float, dtype=dtype, audio_inputs=(CELLS_INPUT,))
         return
     import litert_torch
     from litert_torch.quantize.quant_config import QuantConfig

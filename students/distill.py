@@ -96,9 +96,7 @@ class DistillConfig:
     labeled_weight: float = 0.2  # ground-truth loss on labeled (bench_distill, tiny: 0.667 -> 0.630)
     augment_labeled: bool = True  # gain + noise on labeled chunks
     checkpoint_every: int = 100
-    warm_start: bool = (
-        True  # stage 2: start from the stage-1 weights where layers match (Student.warm_start_from)
-    )
+    warm_start: bool = True  # stage 2: start from stage-1 weights (Student.warm_start_from)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "presets", tuple(self.presets))

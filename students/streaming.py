@@ -100,10 +100,8 @@ class StreamingStep(nn.Module):
         self.bottleneck = model.bottleneck
         self.span = head_span(model)
         self.encoder_channels = (
-            [model.bottleneck]
-            if model.bottleneck is not None
-            else list(model.context) or list(model.frontend)
-        )[-1].out_channels
+            model.head[0] if len(model.head) else model.out
+        ).in_channels  # what the head reads
 
     @property
     def block_samples(self) -> int:
