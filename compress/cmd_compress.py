@@ -17,8 +17,8 @@ import torch
 
 from compress.export import DTYPES, FORMATS, ExportConfig, ExportError, export_each, run_binary
 from compress.prune import IMPORTANCES, PruneConfig, prune
-from compress.quantize import QuantizeConfig, input_sensitivity, qat_finetune, sensitivity
-from students.data import Split, load_split
+from compress.quantize import ROUNDINGS, QuantizeConfig, input_sensitivity, qat_finetune, sensitivity
+from students.data import Split, load_split, utterance_windows
 from students.model import PRESETS, Student, count_params, load_student, save_student
 from teacher.constants import frame_anchors
 from teacher.errors import FacedistillError
@@ -30,16 +30,6 @@ DEFAULT_CALIB = DEFAULT_RUN / "corpus" / "labeled"
 DEFAULT_TEST = DEFAULT_RUN / "corpus" / "test"
 DEFAULT_BINARIES = DEFAULT_RUN / "binaries"
 DEFAULT_STUDENTS = DEFAULT_RUN / "students"
-
-
-def utterance_windows(audio: np.ndarray, anchors: np.ndarray, model: Student) -> np.ndarray:
-    """The model's input window for each anchor: audio[a - left_context : a - left_context + W], zero-padded."""
-    left, width = model.left_context, model.window_samples
-    padded = np.pad(np.asarray(audio, np.float32), (left, width))
-    starts = np.asarray(anchors, np.int64)
-    return (
-        np.stack([padded[s : s + width] for s in starts]) if len(starts) else np.zeros((0, width), np.float32)
-    )
 
 
 def split_windows(
@@ -118,6 +108,7 @@ def _export(
         dtypes=dtypes,
         keep_float=tuple(args.keep_float),
         int8_tolerance=args.int8_tolerance,
+        weight_rounding=args.weight_rounding,
     )
     paths, refused = export_each(
         model,
@@ -281,6 +272,13 @@ def _common(p: argparse.ArgumentParser, *, out_default: Path | None) -> None:
         p.add_argument("--name", default=None, help="binary base name (default: checkpoint stem)")
         p.add_argument("--force", action="store_true", help="rewrite binaries even if up to date")
         p.add_argument("--int8-tolerance", type=float, default=0.02, help="int8 parity limit, max |Δ| (0.02)")
+        p.add_argument(
+            "--weight-rounding",
+            choices=ROUNDINGS,
+            default="gptq",
+            help="how float weights become int8 in quantized binaries: gptq (default; rounds each layer to "
+            "cancel its own error on the calibration windows, about half the max |Δ| of a16w8) or nearest",
+        )
 
 
 def _finetune_args(p: argparse.ArgumentParser) -> None:

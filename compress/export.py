@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from compress.card import build_card, card_path
-from compress.quantize import quantize_pt2e
+from compress.quantize import ROUNDINGS, quantize_pt2e, round_weights
 from teacher.errors import FacedistillError
 from teacher.fsutil import atomic_path, atomic_write_json, sha256_file
 
@@ -63,12 +63,16 @@ class ExportConfig:
     keep_float: tuple[str, ...] = ()  # module names (e.g. "head.2") left in float inside int8 binaries
     fp32_tolerance: float = 1e-4  # max |Δ| vs the PyTorch float model
     int8_tolerance: float = 0.02  # max |Δ| for every quantized dtype (int8 and a16w8)
+    weight_rounding: str = "gptq"  # how float weights become int8 (compress.quantize.round_weights)
     version: int = 1
 
     def __post_init__(self) -> None:
         bad = [f for f in self.formats if f not in FORMATS] + [d for d in self.dtypes if d not in DTYPES]
         if bad or not self.formats or not self.dtypes:
             msg = f"export: unknown or empty formats/dtypes {bad or list(self.formats) + list(self.dtypes)}; choose from {FORMATS} and {DTYPES}"
+            raise ExportError(msg)
+        if self.weight_rounding not in ROUNDINGS:
+            msg = f"export: unknown weight rounding {self.weight_rounding!r}; choose from {ROUNDINGS}"
             raise ExportError(msg)
         if not (self.fp32_tolerance > 0 and self.int8_tolerance > 0):
             msg = "export: tolerances must be positive"
@@ -127,7 +131,8 @@ def export(
                 written.append(path)
                 continue
             with atomic_path(path) as tmp:
-                io_quant = _write_binary(model, fmt, dtype, calib, tmp, keep_float=config.keep_float)
+                source = model if dtype == "fp32" else grid_weights(model, calib, config)
+                io_quant = _write_binary(source, fmt, dtype, calib, tmp, keep_float=config.keep_float)
                 outputs = run_binary(tmp, heldout)
                 parity = check_parity(path, outputs, reference, tolerance=config.tolerance(dtype))
                 if dtype in QUANTIZED:
@@ -175,6 +180,17 @@ def export_each(
             except ExportError as exc:
                 refused[(fmt, dtype)] = exc
     return paths, refused
+
+
+def grid_weights(model: nn.Module, calib: np.ndarray, config: ExportConfig) -> nn.Module:
+    """The model a quantized binary is built from: weights already on the int8 grid, rounded by
+    ``config.weight_rounding`` on the calibration windows, except ``keep_float`` layers (left as they are)."""
+    rounded = round_weights(model, calib, method=config.weight_rounding)
+    source = dict(model.named_modules())
+    for name, module in rounded.named_modules():
+        if name in config.keep_float:
+            module.load_state_dict(source[name].state_dict())
+    return rounded.eval()
 
 
 def _up_to_date(path: Path, parent_sha256: str | None, config: ExportConfig) -> bool:

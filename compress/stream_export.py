@@ -36,10 +36,12 @@ from compress.export import (
     ExportError,
     check_int8,
     check_parity,
+    grid_weights,
     quantize_onnx_qdq,
     quantize_tflite_a16w8,
 )
 from compress.quantize import check_keep_float, pt2e_quantizer
+from students.data import utterance_windows
 from students.model import Student
 from students.streaming import (
     CELL,
@@ -101,6 +103,7 @@ def export_streaming(
         raise ExportError(msg)
     heldout = np.ascontiguousarray(heldout_audio, dtype=np.float32)
     step, head = StreamingStep(model, cells_per_step=block_cells), StreamingHead(model)
+    rounded = None  # the model with int8-grid weights, for quantized graphs (made on first use)
     initial = [s.numpy() for s in step.initial_state()]
     calib_steps, calib_heads = _record_calibration(model, step, head, initial, calib_audio)
     frames = num_frames(len(heldout), model.config.fps)
@@ -122,10 +125,17 @@ def export_streaming(
             with atomic_path(paths["step"]) as tmp_step, atomic_path(paths["head"]) as tmp_head:
                 tmps = {"step": tmp_step, "head": tmp_head}
                 io_names = {}
+                if dtype in QUANTIZED and rounded is None:
+                    windows = _calibration_windows(model, calib_audio)
+                    rounded = grid_weights(model, windows, config)
+                    quantized = {
+                        "step": StreamingStep(rounded, cells_per_step=block_cells),
+                        "head": StreamingHead(rounded),
+                    }
                 for g, (module, example) in graphs.items():
                     keep = _keep_float_in(module, config.keep_float) if dtype in QUANTIZED else ()
                     _write_graph(
-                        module,
+                        quantized[g] if dtype in QUANTIZED else module,
                         example,
                         tmps[g],
                         fmt=fmt,
@@ -157,6 +167,21 @@ def export_streaming(
             atomic_write_json(path, card)
             cards.append(path)
     return cards
+
+
+def _calibration_windows(model: Student, audio: Sequence[np.ndarray], count: int = 512) -> np.ndarray:
+    """``count`` model input windows at frame anchors of the calibration clips (evenly spread): what
+    weight rounding sees."""
+    fps = model.config.fps
+    windows = np.concatenate(
+        [
+            utterance_windows(
+                np.asarray(clip, np.float32), frame_anchors(num_frames(len(clip), fps), fps), model
+            )
+            for clip in audio
+        ]
+    )
+    return windows[np.unique(np.linspace(0, len(windows) - 1, min(count, len(windows))).astype(int))]
 
 
 def _step_names(step: StreamingStep) -> tuple[list[str], list[str]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +20,9 @@ import torch
 from teacher.constants import ANCHOR_QUANTUM, SAMPLE_RATE, frame_anchors
 from teacher.dataset import Dataset, DatasetError, Phoneme
 from teacher.metrics import evaluate
+
+if TYPE_CHECKING:
+    from students.model import Student
 
 
 @dataclass
@@ -147,6 +151,16 @@ class ChunkSampler:
             torch.from_numpy(targets),
             torch.from_numpy(mask),
         )
+
+
+def utterance_windows(audio: np.ndarray, anchors: np.ndarray, model: Student) -> np.ndarray:
+    """The model's input window for each anchor: audio[a - left_context : a - left_context + W], zero-padded."""
+    left, width = model.left_context, model.window_samples
+    padded = np.pad(np.asarray(audio, np.float32), (left, width))
+    starts = np.asarray(anchors, np.int64)
+    return (
+        np.stack([padded[s : s + width] for s in starts]) if len(starts) else np.zeros((0, width), np.float32)
+    )
 
 
 @torch.no_grad()

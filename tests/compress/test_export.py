@@ -153,3 +153,30 @@ def test_cli_export_and_quantize_from_a_dataset(tmp_path, capsys):
     assert main(["quantize", str(pruned), *common[1:], "--dtypes", "a16w8"]) == 0
     a16 = json.loads((out / "t-pruned.a16w8.onnx.card.json").read_text())
     assert a16["dtype"] == "a16w8" and a16["parity"]["max_abs_diff"] <= 0.02
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "gptq"])
+def test_quantized_onnx_carries_the_chosen_weight_rounding(tmp_path, rounding):
+    """The exporter re-derives the per-channel scales and keeps the rounded integers exactly."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = tiny_student()
+    w = model.window_samples
+    calib = speechlike(32, w, 0)
+    config = ex.ExportConfig(formats=("onnx",), dtypes=("a16w8",), weight_rounding=rounding)
+    (path,) = ex.export(model, calib, speechlike(16, w, 1), tmp_path, name="t", config=config)
+    weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+    expected = dict(ex.grid_weights(model, calib, config).named_parameters())
+    nearest = dict(
+        ex.grid_weights(model, calib, ex.ExportConfig(weight_rounding="nearest")).named_parameters()
+    )
+    differs = 0
+    for name in ("frontend.0", "frontend.1", "context.0", "head.0", "out"):
+        q, scale = weights[f"{name}.weight_quantized"], weights[f"{name}.weight_scale"]
+        stored = q.astype(np.float64) * scale.astype(np.float64).reshape(-1, 1, 1)
+        np.testing.assert_allclose(stored, expected[f"{name}.weight"].detach().double().numpy(), atol=1e-7)
+        steps = np.abs(stored - nearest[f"{name}.weight"].detach().double().numpy()) / scale.reshape(-1, 1, 1)
+        differs += int(steps.max() > 0.5)  # some weight sits a whole grid step away from nearest rounding
+    assert differs == (0 if rounding == "nearest" else 5)
+    assert json.loads(card_path(path).read_text())["export_config"]["weight_rounding"] == rounding

@@ -13,7 +13,9 @@ from compress.quantize import (
     input_sensitivity,
     qat_finetune,
     quantize_pt2e,
+    round_weights,
     sensitivity,
+    weight_layers,
 )
 
 
@@ -89,3 +91,37 @@ def test_config_round_trips_and_validates():
     assert QuantizeConfig.from_dict(config.to_dict()) == config
     with pytest.raises(QuantizeError):
         QuantizeConfig(qat_steps=-1)
+
+
+@pytest.mark.parametrize("method", ["nearest", "gptq"])
+def test_rounded_weights_lie_on_the_int8_grid_with_the_original_scales(method):
+    model = tiny_student()
+    rounded = round_weights(model, speechlike(32, model.window_samples, 0), method=method)
+    for (name, before), after in zip(weight_layers(model).items(), weight_layers(rounded).values()):
+        w0 = before.weight.detach().flatten(1).double()
+        w1 = after.weight.detach().flatten(1).double()
+        scale = w0.abs().amax(dim=1, keepdim=True) / 127.0
+        steps = w1 / scale
+        assert torch.allclose(steps, steps.round(), atol=1e-3), name  # on the grid ...
+        assert torch.allclose(w1.abs().amax(dim=1), w0.abs().amax(dim=1), rtol=1e-6), (
+            name
+        )  # ... of the same scale
+        assert torch.equal(after.bias, before.bias)
+
+
+def test_gptq_rounding_beats_nearest_on_held_out_windows():
+    model = tiny_student()
+    w = model.window_samples
+    calib, held = speechlike(64, w, 0), torch.as_tensor(speechlike(64, w, 1))
+    errors = {}
+    with torch.no_grad():
+        reference = model(held)
+        for method in ("nearest", "gptq"):
+            out = round_weights(model, calib, method=method)(held)
+            errors[method] = float((out - reference).pow(2).mean())
+    assert errors["gptq"] < 0.8 * errors["nearest"], errors
+
+
+def test_unknown_rounding_is_refused():
+    with pytest.raises(QuantizeError, match="unknown weight rounding"):
+        round_weights(tiny_student(), np.zeros((1, 1), np.float32), method="stochastic")

@@ -123,7 +123,7 @@ def test_bad_windows_are_refused() -> None:
 
 
 def test_features_share_the_anchor_grid() -> None:
-    model = _model("tiny")
+    model = _model("tiny", head_bottleneck=0)
     audio = torch.randn(1, 64 * 200)
     enc, feats = model.encode(audio, features=True)
     assert list(feats) == model.feature_names()
@@ -155,7 +155,7 @@ def test_checkpoint_round_trip_including_pruned_widths(tmp_path) -> None:
 
 def test_head_bottleneck_starts_as_a_truncated_svd_of_the_source_head(tmp_path) -> None:
     torch.manual_seed(3)
-    source = _model("tiny")  # 64 encoder channels, no bottleneck
+    source = _model("tiny", head_bottleneck=0)  # 64 encoder channels, no bottleneck
     window = torch.randn(4, source.window_samples)
     with torch.no_grad():
         want = source(window)
@@ -170,7 +170,7 @@ def test_head_bottleneck_starts_as_a_truncated_svd_of_the_source_head(tmp_path) 
             assert load_student(path).config == student.current_config() == student.config
     assert errors[64] < 1e-5  # full rank: the same function, just factored
     assert errors[4] > errors[16] > 1e-4  # truncation drops real directions, more at lower rank
-    assert Student(preset("tiny")).warm_start_from(source) == "exact"
+    assert Student(preset("tiny", head_bottleneck=0)).warm_start_from(source) == "exact"
     assert Student(preset("edge")).warm_start_from(source) is None
     with pytest.raises(StudentConfigError, match="head_bottleneck"):
         preset("tiny", head_bottleneck=-1)

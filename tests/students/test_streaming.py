@@ -175,11 +175,15 @@ def test_mac_counts() -> None:
     for c_in, c_out, dil in zip(ctx_in, cfg.context_channels, cfg.context_dilations):
         positions -= 2 * dil
         context += positions * c_out * c_in * 3
-    head = (
-        cfg.head_hidden[0] * cfg.context_channels[-1] * cfg.head_kernel
-        + len(cfg.channel_names) * cfg.head_hidden[0]
+    neck = cfg.head_bottleneck  # a linear 1x1 conv at every head position (tiny has one)
+    assert neck > 0 and positions == cfg.head_kernel
+    bottleneck = positions * neck * cfg.context_channels[-1]
+    head = cfg.head_hidden[0] * neck * cfg.head_kernel + len(cfg.channel_names) * cfg.head_hidden[0]
+    assert windowed_macs_per_frame(model) == frontend + context + bottleneck + head
+    per_cell = (
+        frontend // cells
+        + sum(o * i * 3 for i, o in zip(ctx_in, cfg.context_channels))
+        + neck * cfg.context_channels[-1]
     )
-    assert windowed_macs_per_frame(model) == frontend + context + head
-    per_cell = frontend // cells + sum(o * i * 3 for i, o in zip(ctx_in, cfg.context_channels))
     assert streaming_macs_per_frame(model) == pytest.approx(16000 / 30 / 64 * per_cell + head)
     assert streaming_macs_per_frame(model) < windowed_macs_per_frame(model) / 5
