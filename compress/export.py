@@ -5,6 +5,10 @@ per-channel weights, int16 activations: TFLite's "16x8" mode, onnxruntime QDQ wi
 audio is the input of these students, and 256 int8 levels over [-1, 1] are too coarse for it (the sensitivity
 report's "(input)" row); int16 activations keep the weight savings of int8 and pass the same parity gate.
 
+Quantized binaries are built from a copy of the model whose weights already sit on the per-channel int8 grid,
+rounded by GPTQ on the calibration windows (:func:`grid_weights`, ``ExportConfig.weight_rounding``); the quantizers
+keep those integers, and parity is still measured against the original float model.
+
 Each binary is written to a temporary file, run in its own runtime (onnxruntime with one thread, the LiteRT
 interpreter) on held-out windows, compared with the PyTorch float model, and inspected tensor by tensor: an "int8"
 binary whose conv weights stayed float, or any binary whose outputs drift past the tolerance, is refused with a
