@@ -159,11 +159,19 @@ def qat_finetune(
     return tuned.eval()
 
 
+def _weight_scale(w: torch.Tensor) -> torch.Tensor:
+    """The symmetric per-output-channel int8 scale every exporter here derives: max |w| / 127 per row [out]."""
+    return w.abs().reshape(w.shape[0], -1).amax(dim=1).clamp_min(1e-12) / 127.0
+
+
+def _to_grid(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``w`` rounded to the nearest point of the int8 grid ``scale`` (broadcast against ``w``), clamped to +-127."""
+    return torch.clamp(torch.round(w / scale), -127, 127) * scale
+
+
 def _fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
     """Symmetric per-output-channel int8 (as the exporters do)."""
-    scale = w.abs().reshape(w.shape[0], -1).amax(dim=1).clamp_min(1e-12) / 127.0
-    shape = (-1,) + (1,) * (w.dim() - 1)
-    return torch.clamp(torch.round(w / scale.view(shape)), -127, 127) * scale.view(shape)
+    return _to_grid(w, _weight_scale(w).view((-1,) + (1,) * (w.dim() - 1)))
 
 
 def _fake_quant_activation(y: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
@@ -255,9 +263,8 @@ def sensitivity(
 
 
 ROUNDINGS = ("nearest", "gptq")
-_ROUNDED: dict[
-    str, nn.Module
-] = {}  # memo: one rounding per (weights, windows, method), shared by all exports
+# memo: one rounding per (weights, windows, method), shared by all exports of a model
+_ROUNDED: dict[str, nn.Module] = {}
 
 
 def round_weights(
@@ -304,12 +311,12 @@ def round_weights(
 def _round(model: nn.Module, x: torch.Tensor, method: str, damp: float, max_columns: int) -> nn.Module:
     for layer in weight_layers(model).values():
         weight = layer.weight.detach().reshape(layer.weight.shape[0], -1).double()
-        scale = weight.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+        scale = _weight_scale(weight)
         hessian = (
             _input_hessian(model, layer, x) if method == "gptq" and weight.shape[1] <= max_columns else None
         )
         if hessian is None:
-            rounded = torch.clamp(torch.round(weight / scale[:, None]), -127, 127) * scale[:, None]
+            rounded = _to_grid(weight, scale[:, None])
         else:
             rounded = _gptq(weight, hessian, scale, damp)
             rows = torch.arange(len(weight))
@@ -362,7 +369,7 @@ def _gptq(weight: torch.Tensor, hessian: torch.Tensor, scale: torch.Tensor, damp
         i2 = min(i1 + block, n)
         w, errors, inv = weight[:, i1:i2].clone(), torch.zeros_like(weight[:, i1:i2]), inverse[i1:i2, i1:i2]
         for i in range(i2 - i1):
-            q = torch.clamp(torch.round(w[:, i] / scale), -127, 127) * scale
+            q = _to_grid(w[:, i], scale)
             out[:, i1 + i] = q
             errors[:, i] = (w[:, i] - q) / inv[i, i]
             w[:, i:] -= errors[:, i : i + 1] * inv[i, i:].unsqueeze(0)

@@ -103,7 +103,7 @@ def export_streaming(
         raise ExportError(msg)
     heldout = np.ascontiguousarray(heldout_audio, dtype=np.float32)
     step, head = StreamingStep(model, cells_per_step=block_cells), StreamingHead(model)
-    rounded = None  # the model with int8-grid weights, for quantized graphs (made on first use)
+    quantized: dict[str, nn.Module] | None = None  # graphs of the int8-grid model (made on first use)
     initial = [s.numpy() for s in step.initial_state()]
     calib_steps, calib_heads = _record_calibration(model, step, head, initial, calib_audio)
     frames = num_frames(len(heldout), model.config.fps)
@@ -125,9 +125,8 @@ def export_streaming(
             with atomic_path(paths["step"]) as tmp_step, atomic_path(paths["head"]) as tmp_head:
                 tmps = {"step": tmp_step, "head": tmp_head}
                 io_names = {}
-                if dtype in QUANTIZED and rounded is None:
-                    windows = _calibration_windows(model, calib_audio)
-                    rounded = grid_weights(model, windows, config)
+                if dtype in QUANTIZED and quantized is None:
+                    rounded = grid_weights(model, _calibration_windows(model, calib_audio), config)
                     quantized = {
                         "step": StreamingStep(rounded, cells_per_step=block_cells),
                         "head": StreamingHead(rounded),
