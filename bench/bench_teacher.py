@@ -2,10 +2,14 @@
 
     python bench/bench_teacher.py [--corpus runs/default/corpus] [--teacher runs/default/teacher]
                                   [--seconds 120] [--epochs 40] [--skip-ablation]
+                                  [--self-train runs/default/pseudo [--st-epochs 10 --st-variants 1]]
 
 Prints measured numbers only (this machine, its thread count). The ablation trains the same decoder on each
 feature kind (features come from the shared cache, so only the first run pays for Whisper) and evaluates on the
-test split (the unlabeled split's held-back truth when there is no test split).
+test split (the unlabeled split's held-back truth when there is no test split). ``--self-train PSEUDO``
+compares, with one training config (``--st-epochs``, ``--st-variants`` augmented copies per clip), the teacher
+trained on the labeled split alone against the same teacher trained on it plus the pseudo-labeled set PSEUDO
+(self-training, ``train_teacher(pseudo_dir=...)``), both evaluated on the test split.
 """
 
 from __future__ import annotations
@@ -58,6 +62,25 @@ def labeling_throughput(teacher: Teacher, source: Path, seconds: float) -> dict:
     }
 
 
+def self_training(corpus: Path, pseudo: Path, epochs: int, variants: int) -> dict:
+    """Test-split metrics of the default decoder trained on labeled vs labeled + ``pseudo`` (same config)."""
+    config = replace(TeacherTrainConfig(), epochs=epochs, augment_variants=variants)
+    out: dict = {"epochs": epochs, "augment_variants": variants, "pseudo": str(pseudo)}
+    print(f"self-training ({epochs} epochs, {variants} augmented copies per clip), test split")
+    print(f"{'training data':<26}{'mse':>10}{'ratio':>8}{'lip':>7}{'jitter':>8}{'train_s':>9}")
+    for name, extra in (("labeled", None), ("labeled + pseudo-labels", pseudo)):
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.time()
+            card = train_teacher(corpus / "labeled", tmp, config=config, eval_dir=corpus / "test", pseudo_dir=extra)
+            train_s = time.time() - t0
+        m = card["metrics"]["test"]
+        row = {k: m[k] for k in ("mse", "mse_ratio_to_mean", "lip_closure", "jitter_ratio")}
+        out[name] = {**row, "train_seconds": round(train_s, 1), "best_epoch": card["holdout"]["best_epoch"]}
+        print(f"{name:<26}{m['mse']:>10.5f}{m['mse_ratio_to_mean']:>8.3f}{m['lip_closure']:>7.3f}"
+              f"{m['jitter_ratio']:>8.3f}{train_s:>9.0f}")  # fmt: skip
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default="runs/default/corpus")
@@ -67,6 +90,9 @@ def main() -> None:
         "--epochs", type=int, default=TeacherTrainConfig().epochs, help="ablation training epochs"
     )
     ap.add_argument("--skip-ablation", action="store_true")
+    ap.add_argument("--self-train", help="pseudo-labeled dataset: compare labeled-only vs labeled + it")
+    ap.add_argument("--st-epochs", type=int, default=10, help="self-training comparison: epochs")
+    ap.add_argument("--st-variants", type=int, default=1, help="self-training comparison: augmented copies")
     args = ap.parse_args()
     corpus = Path(args.corpus)
     torch.set_num_threads(2)
@@ -97,6 +123,8 @@ def main() -> None:
             results["ablation"][kind] = {**row, "train_seconds": round(train_s, 1)}
             print(f"{kind:<10}{m['mse']:>10.5f}{m['mse_ratio_to_mean']:>8.3f}{m['lip_closure']:>7.3f}"
                   f"{m['jitter_ratio']:>8.3f}{train_s:>9.0f}")  # fmt: skip
+    if args.self_train:
+        results["self_training"] = self_training(corpus, Path(args.self_train), args.st_epochs, args.st_variants)
     print(json.dumps(results, default=lambda x: float(x) if isinstance(x, np.floating) else str(x)))
 
 

@@ -51,6 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--epochs", type=int, help="training epochs (default 40, quick 6)")
     train.add_argument("--quick", action="store_true", help="a smoke-run teacher in about a minute")
     train.add_argument("--seed", type=int, default=0, help="seed of initialisation, augmentation and order")
+    train.add_argument(
+        "--pseudo",
+        help="self-training: also train on this pseudo-labeled dataset (the output of `compress label` with a "
+        "first-round teacher); its labels are never recomputed from phonemes, and the best epoch is still "
+        "picked on a held-out ground-truth voice",
+    )
+    train.add_argument("--augment-variants", type=int, help="augmented copies per clip (default 3, quick 1)")
     train.set_defaults(handler=cmd_train)
 
     ev = verbs.add_parser(
@@ -107,12 +114,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = replace(config, epochs=6, augment_variants=1)
     if args.epochs:
         config = replace(config, epochs=args.epochs)
+    if args.augment_variants is not None:
+        config = replace(config, augment_variants=args.augment_variants)
     test = corpus / "test"
     card = train_teacher(
         corpus / "labeled",
         args.out,
         config=config,
         eval_dir=test if (test / "manifest.json").is_file() else None,
+        pseudo_dir=args.pseudo,
     )
     for split, metrics in card["metrics"].items():
         print(f"teacher on {split}:\n{format_metrics(metrics)}")

@@ -172,17 +172,22 @@ def _time_mask(
     return x
 
 
-def _holdout_split(utts: list[Utterance], n_voices: int) -> tuple[list[int], list[int], list[str]]:
+def _holdout_split(
+    utts: list[Utterance], n_voices: int, n_labeled: int | None = None
+) -> tuple[list[int], list[int], list[str]]:
     """Training / held-out utterance indices: the last ``n_voices`` voices (sorted), or every 8th utterance
-    when the data has fewer than two voices. Held-out voices are unseen in training, like the test split's."""
+    when the data has fewer than two voices. Held-out voices are unseen in training, like the test split's.
+    Only the first ``n_labeled`` utterances (the ground-truth ones; default all) are candidates, so the best
+    epoch is picked on ground truth even when pseudo-labeled utterances follow them."""
     if n_voices == 0:
         return list(range(len(utts))), [], []
-    voices = sorted({str(u.meta.get("voice", "")) for u in utts})
+    n_labeled = len(utts) if n_labeled is None else n_labeled
+    voices = sorted({str(u.meta.get("voice", "")) for u in utts[:n_labeled]})
     if len(voices) > n_voices:
         held = voices[-n_voices:]
-        held_idx = [i for i, u in enumerate(utts) if str(u.meta.get("voice", "")) in held]
+        held_idx = [i for i, u in enumerate(utts[:n_labeled]) if str(u.meta.get("voice", "")) in held]
     else:
-        held, held_idx = [], list(range(7, len(utts), 8))
+        held, held_idx = [], list(range(7, n_labeled, 8))
     train_idx = [i for i in range(len(utts)) if i not in set(held_idx)]
     return train_idx, held_idx, held
 
@@ -220,8 +225,16 @@ def train_teacher(
     *,
     config: TeacherTrainConfig = TeacherTrainConfig(),
     eval_dir: str | os.PathLike | None = None,
+    pseudo_dir: str | os.PathLike | None = None,
 ) -> dict:
-    """Train a teacher on a labeled dataset; writes ``teacher.pt`` + ``teacher.json`` to ``out_dir``; returns the card."""
+    """Train a teacher on a labeled dataset; writes ``teacher.pt`` + ``teacher.json`` to ``out_dir``; returns the card.
+
+    ``pseudo_dir`` turns on self-training ("noisy student"): the utterances of that pseudo-labeled dataset
+    (typically the unlabeled split labeled by a first-round teacher, see ``compress label``) join the
+    ground-truth ones, with the same augmentation and dropout as noise. Their labels are only ever
+    time-warped with the audio, never recomputed from phonemes, so no held-back ground truth leaks in; the
+    held-out voice that picks the best epoch is always a ground-truth one.
+    """
     root, out = Path(labeled_dataset_dir), Path(out_dir)
     torch.set_num_threads(config.threads)
     t_start = time.time()
@@ -233,6 +246,14 @@ def train_teacher(
         config = TeacherTrainConfig.from_dict({**config.to_dict(), "model": mcfg.to_dict()})
     data_hash = dataset_hash(root)
     utts = _training_utterances(ds, root)
+    n_labeled = len(utts)
+    if pseudo_dir is not None:
+        pds = Dataset(pseudo_dir)
+        if list(pds.channel_names) != list(ds.channel_names) or pds.fps != ds.fps:
+            msg = f"{pseudo_dir}: channels or fps differ from {root} (relabel it with a teacher trained on {root})"
+            raise DatasetError(msg)
+        utts += _training_utterances(pds, Path(pseudo_dir))
+        data_hash = hashlib.sha256(f"{data_hash}+{dataset_hash(pseudo_dir)}".encode()).hexdigest()
 
     # Features of the clean audio and of every augmented variant (cached on disk).
     extractor = FeatureExtractor(
@@ -251,7 +272,8 @@ def train_teacher(
         audios.append(u.audio)
         labels.append(u.labels.astype(np.float32))
         for v in range(1, n_var):
-            a, y = augment_utterance(u, np.random.default_rng([config.seed, i, v]), config, groundtruth)
+            gt_i = groundtruth if i < n_labeled else None  # pseudo-labels are warped, never recomputed
+            a, y = augment_utterance(u, np.random.default_rng([config.seed, i, v]), config, gt_i)
             audios.append(a)
             labels.append(y)
     feats: list[np.ndarray] = []
@@ -265,8 +287,9 @@ def train_teacher(
     variants = [
         [(feats[i * n_var + v], labels[i * n_var + v]) for v in range(n_var)] for i in range(len(utts))
     ]
-    train_idx, held_idx, held_voices = _holdout_split(utts, config.holdout_voices)
-    label_mean = np.concatenate([labels[i * n_var] for i in train_idx]).mean(axis=0)
+    train_idx, held_idx, held_voices = _holdout_split(utts, config.holdout_voices, n_labeled)
+    # the predict-the-mean baseline stays a ground-truth statistic, with or without self-training
+    label_mean = np.concatenate([labels[i * n_var] for i in train_idx if i < n_labeled]).mean(axis=0)
 
     torch.manual_seed(config.seed)
     decoder = TeacherDecoder(config.model)
@@ -374,8 +397,15 @@ def train_teacher(
         "train_data": {
             "path": str(root),
             "sha256": data_hash,
-            "utterances": len(utts),
+            "utterances": n_labeled,
             "seconds": ds.seconds,
+        },
+        "self_training": None
+        if pseudo_dir is None
+        else {
+            "path": str(pseudo_dir),
+            "utterances": len(utts) - n_labeled,
+            "seconds": Dataset(pseudo_dir).seconds,
         },
         "decoder_params": count_params(decoder),
         "holdout": {"voices": held_voices, "utterances": len(held_idx), "best_epoch": best["epoch"]},

@@ -105,3 +105,39 @@ def test_speed_augment_keeps_labels_aligned_and_holdout_is_unseen_voice():
     train_idx, held_idx, voices = _holdout_split(utts, 1)
     assert voices == ["c"] and held_idx == [4] and train_idx == [0, 1, 2, 3]
     assert _holdout_split(utts, 0)[1] == []
+
+
+def test_self_training_adds_pseudo_labels_without_ground_truth_leak(tmp_path, monkeypatch):
+    from teacher.groundtruth import GroundTruthConfig
+
+    data = make_dataset(tmp_path / "labeled", n_shards=1, per_shard=8, seed=0)
+    manifest = json.loads((data / "manifest.json").read_text())  # labels = procedural ground truth
+    manifest["label_source"] = "groundtruth"
+    manifest.setdefault("info", {})["groundtruth"] = GroundTruthConfig().to_dict()
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    pseudo = make_dataset(tmp_path / "pseudo", n_shards=1, per_shard=6, seed=3, split="unlabeled")
+
+    seen: dict[str, bool] = {}
+    real_augment = train_mod.augment_utterance
+
+    def spy(u, rng, config, groundtruth):
+        seen[u.id] = groundtruth is not None
+        return real_augment(u, rng, config, groundtruth)
+
+    monkeypatch.setattr(train_mod, "augment_utterance", spy)
+    cfg = _config(tmp_path, 2)
+    card = train_teacher(data, tmp_path / "st", config=cfg, pseudo_dir=pseudo)
+    labeled_ids = {k for k in seen if k.startswith("labeled")}
+    pseudo_ids = {k for k in seen if k.startswith("unlabeled")}
+    assert len(labeled_ids) == 8 and len(pseudo_ids) == 6
+    assert all(seen[k] for k in labeled_ids)  # ground truth is recomputed exactly after a speed change
+    assert not any(seen[k] for k in pseudo_ids)  # pseudo-labels are only warped: truth never leaks in
+    assert card["self_training"]["utterances"] == 6 and card["train_data"]["utterances"] == 8
+    assert card["holdout"]["utterances"] == 1  # every 8th *labeled* utterance, never a pseudo-labeled one
+
+    plain = train_teacher(data, tmp_path / "plain", config=cfg)
+    assert plain["self_training"] is None and plain["train_data"]["sha256"] != card["train_data"]["sha256"]
+    # the predict-the-mean baseline is a ground-truth statistic in both runs
+    np.testing.assert_array_equal(
+        Teacher.load(tmp_path / "st").label_mean, Teacher.load(tmp_path / "plain").label_mean
+    )
