@@ -48,7 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="both",
         help="decoder input: Whisper encoder features, 80-band log-mel, or both concatenated (default both)",
     )
-    train.add_argument("--epochs", type=int, help="training epochs (default 40, quick 6)")
+    train.add_argument(
+        "--epochs", type=int, help=f"training epochs (default {TeacherTrainConfig().epochs}, quick 6)"
+    )
     train.add_argument("--quick", action="store_true", help="a smoke-run teacher in about a minute")
     train.add_argument("--seed", type=int, default=0, help="seed of initialisation, augmentation and order")
     train.add_argument(
@@ -57,7 +59,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "first-round teacher); its labels are never recomputed from phonemes, and the best epoch is still "
         "picked on a held-out ground-truth voice",
     )
-    train.add_argument("--augment-variants", type=int, help="augmented copies per clip (default 3, quick 1)")
+    train.add_argument(
+        "--augment-variants",
+        type=int,
+        help=f"augmented copies per clip (default {TeacherTrainConfig().augment_variants}, quick 1)",
+    )
     train.set_defaults(handler=cmd_train)
 
     ev = verbs.add_parser(

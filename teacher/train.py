@@ -188,7 +188,8 @@ def _holdout_split(
         held_idx = [i for i, u in enumerate(utts[:n_labeled]) if str(u.meta.get("voice", "")) in held]
     else:
         held, held_idx = [], list(range(7, n_labeled, 8))
-    train_idx = [i for i in range(len(utts)) if i not in set(held_idx)]
+    held_set = set(held_idx)
+    train_idx = [i for i in range(len(utts)) if i not in held_set]
     return train_idx, held_idx, held
 
 
@@ -247,8 +248,8 @@ def train_teacher(
     data_hash = dataset_hash(root)
     utts = _training_utterances(ds, root)
     n_labeled = len(utts)
-    if pseudo_dir is not None:
-        pds = Dataset(pseudo_dir)
+    pds = None if pseudo_dir is None else Dataset(pseudo_dir)
+    if pds is not None:
         if list(pds.channel_names) != list(ds.channel_names) or pds.fps != ds.fps:
             msg = f"{pseudo_dir}: channels or fps differ from {root} (relabel it with a teacher trained on {root})"
             raise DatasetError(msg)
@@ -401,12 +402,8 @@ def train_teacher(
             "seconds": ds.seconds,
         },
         "self_training": None
-        if pseudo_dir is None
-        else {
-            "path": str(pseudo_dir),
-            "utterances": len(utts) - n_labeled,
-            "seconds": Dataset(pseudo_dir).seconds,
-        },
+        if pds is None
+        else {"path": str(pseudo_dir), "utterances": len(utts) - n_labeled, "seconds": pds.seconds},
         "decoder_params": count_params(decoder),
         "holdout": {"voices": held_voices, "utterances": len(held_idx), "best_epoch": best["epoch"]},
         "history": history,
