@@ -60,6 +60,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "picked on a held-out ground-truth voice",
     )
     train.add_argument(
+        "--encoder-layers",
+        help="comma-separated Whisper encoder layers to read, concatenated (0 = embeddings, 1-6 = blocks, "
+        "6 = the last); runs the PyTorch port of the encoder (default: the last layer via CTranslate2 int8)",
+    )
+    train.add_argument(
+        "--viseme-weight",
+        type=float,
+        help="weight of an auxiliary frame-wise viseme classification loss on the labeled split's phoneme "
+        f"timings (default {TeacherTrainConfig().viseme_weight}; 0 = off)",
+    )
+    train.add_argument(
         "--augment-variants",
         type=int,
         help=f"augmented copies per clip (default {TeacherTrainConfig().augment_variants}, quick 1)",
@@ -122,6 +133,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = replace(config, epochs=args.epochs)
     if args.augment_variants is not None:
         config = replace(config, augment_variants=args.augment_variants)
+    if args.viseme_weight is not None:
+        config = replace(config, viseme_weight=args.viseme_weight)
+    if args.encoder_layers:
+        try:
+            layers = tuple(int(x) for x in args.encoder_layers.split(","))
+            config = replace(config, encoder=replace(config.encoder, layers=layers))
+        except ValueError as exc:
+            raise FacedistillError(f"--encoder-layers {args.encoder_layers!r}: {exc}") from None
     test = corpus / "test"
     card = train_teacher(
         corpus / "labeled",

@@ -41,6 +41,7 @@ FRAME_SAMPLES = MEL_HOP * ENCODER_STRIDE  # 320 samples = 20 ms per encoder fram
 ENCODER_RATE = exact_div(SAMPLE_RATE, FRAME_SAMPLES)  # 50 Hz
 ENCODER_FRAMES = exact_div(MEL_FRAMES, ENCODER_STRIDE)  # 1500 frames per window
 ENCODER_DIM = 512
+ENCODER_LAYERS = 6  # transformer blocks in Whisper-base's encoder
 
 
 class EncoderError(FacedistillError, RuntimeError):
@@ -99,6 +100,10 @@ class EncoderConfig:
     windows_per_call: int = 2  # windows encoded together in one CTranslate2 call
     threads: int = 2
     version: int = 1
+    # Which encoder layers to read, concatenated: () is CTranslate2's output (the last layer, after the final
+    # LayerNorm); otherwise indices into [embeddings, block 1, ..., block 6], run by the PyTorch port of the
+    # same weights (teacher/whisper_torch.py, float32; ``compute_type`` is then unused). 6 == the last layer.
+    layers: tuple[int, ...] = ()
 
     def __post_init__(self):
         if self.compute_type not in ("int8", "float32"):
@@ -107,12 +112,24 @@ class EncoderConfig:
         if not 0 <= self.overlap_seconds < WINDOW_SECONDS / 4:
             msg = f"EncoderConfig.overlap_seconds must be in [0, {WINDOW_SECONDS / 4}), got {self.overlap_seconds}"
             raise ValueError(msg)
+        object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
+        bad = any(not 0 <= i <= ENCODER_LAYERS for i in self.layers)
+        if bad or len(set(self.layers)) != len(self.layers):
+            msg = f"EncoderConfig.layers must be distinct indices in [0, {ENCODER_LAYERS}], got {self.layers}"
+            raise ValueError(msg)
         if self.gap_seconds < 0 or self.windows_per_call < 1 or self.threads < 1:
             msg = "EncoderConfig: gap_seconds >= 0, windows_per_call >= 1 and threads >= 1 are required"
             raise ValueError(msg)
 
+    @property
+    def dim(self) -> int:
+        """Feature width: 512 per layer read."""
+        return ENCODER_DIM * max(1, len(self.layers))
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["layers"] = list(self.layers)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> EncoderConfig:
@@ -178,25 +195,39 @@ def pack_pieces(pieces: list[_Piece], gap_samples: int) -> list[list[tuple[_Piec
 
 def encoder_identity(config: EncoderConfig) -> str:
     """Names the weights and settings (without loading them): part of every feature-cache key."""
-    text = f"whisper-base:{WHISPER_SHA256}:{sorted(config.to_dict().items())}"
+    d = config.to_dict()
+    if not d["layers"]:
+        del d["layers"]  # the CTranslate2 path keeps the identity (and feature caches) it had before layers
+    else:
+        del d["compute_type"], d["windows_per_call"]  # unused by the PyTorch path
+    text = f"whisper-base:{WHISPER_SHA256}:{sorted(d.items())}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class WhisperEncoder:
-    """Frozen Whisper-base encoder (CTranslate2 on CPU): ``encode_batch(audios) -> [T_i, 512]`` at 50 Hz."""
+    """Frozen Whisper-base encoder on CPU: ``encode_batch(audios) -> [T_i, dim]`` at 50 Hz.
+
+    With ``config.layers`` empty it runs CTranslate2 and returns the last layer (512-d); otherwise it runs the
+    PyTorch port of the same weights and returns the chosen layers concatenated (512-d each).
+    """
 
     rate = ENCODER_RATE
-    dim = ENCODER_DIM
 
     def __init__(self, config: EncoderConfig = DEFAULT_ENCODER, *, folder: str | os.PathLike | None = None):
         from faster_whisper import WhisperModel
         from faster_whisper.feature_extractor import FeatureExtractor
 
         self.config = config
+        self.dim = config.dim
         self.folder = ensure_whisper_folder(folder)
-        self._model = WhisperModel(
-            str(self.folder), device="cpu", compute_type=config.compute_type, cpu_threads=config.threads
-        )
+        if config.layers:
+            from teacher.whisper_torch import WhisperEncoderTorch, read_variables
+
+            self._torch = WhisperEncoderTorch(read_variables(self.folder / "model.bin"))
+        else:
+            self._model = WhisperModel(
+                str(self.folder), device="cpu", compute_type=config.compute_type, cpu_threads=config.threads
+            )
         self._mel = FeatureExtractor(feature_size=80, sampling_rate=SAMPLE_RATE, hop_length=MEL_HOP)
 
     @property
@@ -213,6 +244,12 @@ class WhisperEncoder:
         import ctranslate2
 
         mels = np.stack([self._mel(w, padding=0)[:, :MEL_FRAMES] for w in windows]).astype(np.float32)
+        if self.config.layers:
+            import torch
+
+            with torch.inference_mode():
+                states = self._torch.hidden_states(torch.from_numpy(mels), upto=max(self.config.layers))
+                return torch.cat([states[i] for i in self.config.layers], dim=2).numpy()
         out = self._model.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mels)))
         return np.asarray(out, dtype=np.float32)
 

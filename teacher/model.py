@@ -50,6 +50,8 @@ class TeacherConfig:
     gru_layers: int = 2
     dropout: float = 0.3
     input_dropout: float = 0.2  # dropout on the normalised input features (feature-level regularisation)
+    encoder_dim: int = ENCODER_DIM  # width of the encoder features (512 per Whisper layer read)
+    aux_classes: int = 0  # >0: a training-only head that classifies each frame's viseme (multi-task)
     fps: int = DEFAULT_FPS
     channel_names: tuple[str, ...] = field(default=ARKIT_52)
     version: int = 1
@@ -74,7 +76,9 @@ class TeacherConfig:
 
     @property
     def input_dim(self) -> int:
-        return {"whisper": ENCODER_DIM, "logmel": N_MELS, "both": ENCODER_DIM + N_MELS}[self.features]
+        return {"whisper": self.encoder_dim, "logmel": N_MELS, "both": self.encoder_dim + N_MELS}[
+            self.features
+        ]
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -112,12 +116,17 @@ class TeacherDecoder(nn.Module):
             dropout=config.dropout if config.gru_layers > 1 else 0.0,
         )
         self.head = nn.Linear(2 * config.gru_hidden, len(config.channel_names))
+        self.aux = nn.Linear(2 * config.gru_hidden, config.aux_classes) if config.aux_classes else None
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+    def forward_with_aux(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Curves [B, F, C] and, when the config has ``aux_classes``, viseme logits [B, F, aux_classes]."""
         x = self.input_dropout((feats - self.feat_mean) / self.feat_std)
         x = self.convs(x.transpose(1, 2)).transpose(1, 2)
         x, _ = self.gru(x)
-        return torch.sigmoid(self.head(x))
+        return torch.sigmoid(self.head(x)), (self.aux(x) if self.aux is not None else None)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_aux(feats)[0]
 
 
 def count_params(module: nn.Module) -> int:
@@ -164,7 +173,8 @@ class FeatureExtractor:
         if not path.is_file():
             return None
         feats = np.load(path)
-        return feats[:, :ENCODER_DIM] if self.kind == "whisper" else feats[:, ENCODER_DIM:]
+        dim = self.encoder_config.dim
+        return feats[:, :dim] if self.kind == "whisper" else feats[:, dim:]
 
     def __call__(self, audios: list[np.ndarray]) -> list[np.ndarray]:
         out: list[np.ndarray | None] = [None] * len(audios)
@@ -240,6 +250,8 @@ class Teacher:
             decoder.load_state_dict(ckpt["state_dict"])
             enc = EncoderConfig.from_dict(ckpt["encoder"])
             mean = ckpt.get("label_mean")
+            if config.features != "logmel" and enc.dim != config.encoder_dim:
+                raise ValueError(f"encoder gives {enc.dim}-d features, decoder expects {config.encoder_dim}")
         except (RuntimeError, KeyError, TypeError, ValueError) as exc:
             msg = f"{path}: not a usable teacher checkpoint ({str(exc).splitlines()[0]})"
             raise TeacherError(msg) from None

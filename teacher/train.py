@@ -29,12 +29,12 @@ import torch
 from tqdm import tqdm
 
 from teacher.augment import AugmentConfig, apply_augment, draw_augment
-from teacher.constants import LIP_CLOSURE_CHANNEL, frame_times, num_frames
+from teacher.constants import LIP_CLOSURE_CHANNEL, frame_anchors, frame_times, num_frames
 from teacher.dataset import Dataset, DatasetError, Utterance
 from teacher.encoder import EncoderConfig
 from teacher.features import resample_curves
 from teacher.fsutil import atomic_torch_save, atomic_write_json, sha256_file
-from teacher.groundtruth import GroundTruthConfig, curves_from_phonemes
+from teacher.groundtruth import SILENCE_VISEME, VISEMES, GroundTruthConfig, curves_from_phonemes
 from teacher.metrics import evaluate
 from teacher.model import (
     FeatureExtractor,
@@ -64,6 +64,9 @@ class TeacherTrainConfig:
     velocity_weight: float = 2.0  # weight of the MSE between frame-to-frame differences
     closure_weight: float = 2.0  # extra loss weight on the lip-closure channel (its peaks are short)
     augment_variants: int = 3  # augmented copies per utterance (0: clean audio only)
+    # Multi-task: weight of a frame-wise viseme cross-entropy on the labeled utterances' phoneme timings
+    # (a training-only head; pushes the decoder to recognise short bilabials). 0 turns it off.
+    viseme_weight: float = 0.0
     augment: AugmentConfig = field(default_factory=_default_augment)  # noise/reverb/gain/band/speed draws
     time_masks: int = 2  # SpecAugment-style: spans of frames per crop whose features are set to the mean
     time_mask_frames: int = 10  # longest masked span
@@ -80,7 +83,11 @@ class TeacherTrainConfig:
         if min(self.epochs, self.batch_size, self.max_frames, self.checkpoint_every, self.threads) < 1:
             msg = "TeacherTrainConfig: epochs, batch_size, max_frames, checkpoint_every, threads must be >= 1"
             raise ValueError(msg)
-        if self.augment_variants < 0 or self.lr <= 0 or min(self.velocity_weight, self.closure_weight) < 0:
+        if (
+            self.augment_variants < 0
+            or self.lr <= 0
+            or min(self.velocity_weight, self.closure_weight, self.viseme_weight) < 0
+        ):
             msg = "TeacherTrainConfig: augment_variants >= 0, lr > 0 and loss weights >= 0 are required"
             raise ValueError(msg)
         if min(self.time_masks, self.holdout_voices) < 0 or self.time_mask_frames < 1:
@@ -105,8 +112,9 @@ class TeacherTrainConfig:
 
 def augment_utterance(
     u: Utterance, rng: np.random.Generator, config: TeacherTrainConfig, groundtruth: GroundTruthConfig | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """An augmented copy of ``u`` (audio, labels): noise, reverb, gain, band-limit, speed (pitch moves with it).
+) -> tuple[np.ndarray, np.ndarray, list]:
+    """An augmented copy of ``u`` (audio, labels, phonemes): noise, reverb, gain, band-limit, speed (pitch moves
+    with it).
 
     A speed change rescales the phoneme intervals; labels are then recomputed exactly from them when the
     dataset's labels are the procedural ground truth (``groundtruth``), else time-warped by interpolation.
@@ -122,7 +130,18 @@ def augment_utterance(
             t_old = frame_times(len(labels), config.model.fps)
             t_new = frame_times(n, config.model.fps) * len(u.audio) / len(audio)
             labels = np.stack([np.interp(t_new, t_old, c) for c in labels.T], axis=1)
-    return audio, labels.astype(np.float32)
+    return audio, labels.astype(np.float32), phonemes
+
+
+def frame_visemes(phonemes: list, n_frames: int, fps: int) -> np.ndarray:
+    """Viseme class (index into ``VISEMES``) of each frame: the phoneme whose interval holds the frame's anchor,
+    silence elsewhere. Targets of the teacher's auxiliary viseme head."""
+    anchors = frame_anchors(n_frames, fps)
+    out = np.full(n_frames, VISEMES.index(SILENCE_VISEME), dtype=np.int64)
+    for ph in phonemes:
+        lo, hi = np.searchsorted(anchors, [ph.start, ph.end], side="left")
+        out[lo:hi] = VISEMES.index(ph.viseme) if ph.viseme in VISEMES else out[lo:hi]
+    return out
 
 
 def dataset_hash(root: str | os.PathLike) -> str:
@@ -146,16 +165,19 @@ def _masked_losses(
     return rec, vel
 
 
-def _batch(items: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, ...]:
-    n = max(len(x) for x, _ in items)
+def _batch(items: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, ...]:
+    """(features, labels, viseme targets) per clip -> padded tensors, a frame mask, visemes (-1 = no target)."""
+    n = max(len(x) for x, _, _ in items)
     feats = torch.zeros(len(items), n, items[0][0].shape[1])
     labels = torch.zeros(len(items), n, items[0][1].shape[1])
     mask = torch.zeros(len(items), n)
-    for i, (x, y) in enumerate(items):
+    vis = torch.full((len(items), n), -1, dtype=torch.long)
+    for i, (x, y, v) in enumerate(items):
         feats[i, : len(x)] = torch.from_numpy(x)
         labels[i, : len(y)] = torch.from_numpy(y)
         mask[i, : len(x)] = 1
-    return feats, labels, mask
+        vis[i, : len(v)] = torch.from_numpy(v)
+    return feats, labels, mask, vis
 
 
 def _time_mask(
@@ -195,13 +217,13 @@ def _holdout_split(
 
 @torch.no_grad()
 def _holdout_loss(
-    decoder: TeacherDecoder, items: list[tuple[np.ndarray, np.ndarray]], weights: torch.Tensor, config
+    decoder: TeacherDecoder, items: list[tuple[np.ndarray, ...]], weights: torch.Tensor, config
 ) -> float:
-    """The training loss on the clean held-out utterances (whole utterances, eval mode)."""
+    """The curve loss (no viseme term) on the clean held-out utterances (whole utterances, eval mode)."""
     decoder.eval()
     total = 0.0
     for s in range(0, len(items), config.batch_size):
-        x, y, mask = _batch(items[s : s + config.batch_size])
+        x, y, mask, _ = _batch(items[s : s + config.batch_size])
         rec, vel = _masked_losses(decoder(x), y, mask, weights)
         total += float(rec + config.velocity_weight * vel) * len(x)
     decoder.train()
@@ -240,11 +262,12 @@ def train_teacher(
     torch.set_num_threads(config.threads)
     t_start = time.time()
     ds = Dataset(root)
-    if tuple(ds.channel_names) != config.model.channel_names or ds.fps != config.model.fps:
-        mcfg = TeacherConfig.from_dict(
-            {**config.model.to_dict(), "channel_names": ds.channel_names, "fps": ds.fps}
-        )
-        config = TeacherTrainConfig.from_dict({**config.to_dict(), "model": mcfg.to_dict()})
+    # what the data and the encoder dictate about the decoder's shape
+    derived = {"channel_names": list(ds.channel_names), "fps": ds.fps, "encoder_dim": config.encoder.dim,
+               "aux_classes": len(VISEMES) if config.viseme_weight > 0 else 0}  # fmt: skip
+    mdict = config.model.to_dict()
+    if any(mdict[k] != v for k, v in derived.items()):
+        config = TeacherTrainConfig.from_dict({**config.to_dict(), "model": {**mdict, **derived}})
     data_hash = dataset_hash(root)
     utts = _training_utterances(ds, root)
     n_labeled = len(utts)
@@ -268,15 +291,22 @@ def train_teacher(
     groundtruth = (
         GroundTruthConfig.from_dict(gt) if ds.manifest.get("label_source") == "groundtruth" else None
     )
-    audios, labels = [], []
+    audios, labels, visemes = [], [], []
+
+    def viseme_targets(i: int, phonemes: list, n: int) -> np.ndarray:
+        # pseudo-labeled clips get none: their phoneme timings belong to the held-back ground truth
+        return frame_visemes(phonemes, n, ds.fps) if i < n_labeled and phonemes else np.full(n, -1, np.int64)
+
     for i, u in enumerate(utts):
         audios.append(u.audio)
         labels.append(u.labels.astype(np.float32))
+        visemes.append(viseme_targets(i, u.phonemes, len(u.labels)))
         for v in range(1, n_var):
             gt_i = groundtruth if i < n_labeled else None  # pseudo-labels are warped, never recomputed
-            a, y = augment_utterance(u, np.random.default_rng([config.seed, i, v]), config, gt_i)
+            a, y, phs = augment_utterance(u, np.random.default_rng([config.seed, i, v]), config, gt_i)
             audios.append(a)
             labels.append(y)
+            visemes.append(viseme_targets(i, phs, len(y)))
     feats: list[np.ndarray] = []
     chunk = 128  # clips per encoder call: fuller 30 s windows
     with tqdm(total=len(audios), desc="teacher features", unit="clip", file=sys.stderr) as bar:
@@ -286,7 +316,8 @@ def train_teacher(
     del audios
     feat_seconds = time.time() - t_start
     variants = [
-        [(feats[i * n_var + v], labels[i * n_var + v]) for v in range(n_var)] for i in range(len(utts))
+        [(feats[k], labels[k], visemes[k]) for k in range(i * n_var, (i + 1) * n_var)]
+        for i in range(len(utts))
     ]
     train_idx, held_idx, held_voices = _holdout_split(utts, config.holdout_voices, n_labeled)
     # the predict-the-mean baseline stays a ground-truth statistic, with or without self-training
@@ -294,7 +325,7 @@ def train_teacher(
 
     torch.manual_seed(config.seed)
     decoder = TeacherDecoder(config.model)
-    all_feats = np.concatenate([f for i in train_idx for f, _ in variants[i]])
+    all_feats = np.concatenate([f for i in train_idx for f, _, _ in variants[i]])
     decoder.feat_mean.copy_(torch.from_numpy(all_feats.mean(axis=0)))
     decoder.feat_std.copy_(torch.from_numpy(all_feats.std(axis=0) + 1e-5))
     del all_feats
@@ -333,14 +364,20 @@ def train_teacher(
         for b in bar:
             items = []
             for i in order[b * config.batch_size : (b + 1) * config.batch_size]:
-                x, y = variants[i][picks[i]]
+                x, y, vis = variants[i][picks[i]]
                 if len(x) > config.max_frames:
                     s = int(rng.integers(0, len(x) - config.max_frames + 1))
-                    x, y = x[s : s + config.max_frames], y[s : s + config.max_frames]
-                items.append((_time_mask(x, rng, config, decoder.feat_mean.numpy()), y))
-            x, y, mask = _batch(items)
-            rec, vel = _masked_losses(decoder(x), y, mask, weights)
+                    x, y, vis = (a[s : s + config.max_frames] for a in (x, y, vis))
+                items.append((_time_mask(x, rng, config, decoder.feat_mean.numpy()), y, vis))
+            x, y, mask, vis = _batch(items)
+            pred, logits = decoder.forward_with_aux(x)
+            rec, vel = _masked_losses(pred, y, mask, weights)
             loss = rec + config.velocity_weight * vel
+            if logits is not None and bool((vis >= 0).any()):
+                ce = torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), vis.reshape(-1), ignore_index=-1
+                )
+                loss = loss + config.viseme_weight * ce
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)

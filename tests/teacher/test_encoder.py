@@ -73,3 +73,37 @@ def test_encode_batch_shapes_and_packing_is_local(folder):
     cos = (fa * alone).sum(-1) / (np.linalg.norm(fa, axis=-1) * np.linalg.norm(alone, axis=-1))
     assert cos.mean() > 0.9  # a neighbour in the pack barely changes an utterance's features
     assert enc.size()["encoder_params"] > 1_000_000
+
+
+def test_torch_port_matches_ctranslate2_and_exposes_layers(folder):
+    """The PyTorch encoder built from model.bin reproduces CTranslate2's float32 output at its last layer."""
+    rng = np.random.default_rng(1)
+    t = np.arange(2 * 16000) / 16000
+    audio = (0.3 * np.sin(2 * np.pi * 180 * t * (1 + t)) + 0.02 * rng.standard_normal(len(t))).astype(
+        np.float32
+    )
+    ct2 = WhisperEncoder(EncoderConfig(compute_type="float32"), folder=folder).encode_batch([audio])[0]
+    last = WhisperEncoder(EncoderConfig(layers=(6,)), folder=folder).encode_batch([audio])[0]
+    assert last.shape == ct2.shape == (100, 512)
+    assert np.abs(last - ct2).max() < 1e-2 * np.abs(ct2).max()
+    both = WhisperEncoder(EncoderConfig(layers=(3, 6)), folder=folder)
+    feats = both.encode_batch([audio])[0]
+    assert both.dim == 1024 and feats.shape == (100, 1024)
+    np.testing.assert_allclose(feats[:, 512:], last, atol=1e-4)
+    assert np.abs(feats[:, :512] - last).mean() > 0.1  # layer 3 is a different representation
+
+
+def test_encoder_layers_are_validated_and_keep_the_default_identity():
+    from teacher.encoder import encoder_identity
+
+    with pytest.raises(ValueError, match="layers"):
+        EncoderConfig(layers=(7,))
+    with pytest.raises(ValueError, match="layers"):
+        EncoderConfig(layers=(3, 3))
+    assert EncoderConfig.from_dict(EncoderConfig(layers=(2, 6)).to_dict()) == EncoderConfig(layers=(2, 6))
+    assert EncoderConfig().dim == 512 and EncoderConfig(layers=(0, 3, 6)).dim == 1536
+    ids = {encoder_identity(EncoderConfig()), encoder_identity(EncoderConfig(layers=(6,))),
+           encoder_identity(EncoderConfig(layers=(3, 6)))}  # fmt: skip
+    assert len(ids) == 3
+    # the CTranslate2 path's identity is the one it had before ``layers`` existed (feature caches stay valid)
+    assert encoder_identity(EncoderConfig()) == "80e6275200cadff5"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -91,7 +92,7 @@ def test_speed_augment_keeps_labels_aligned_and_holdout_is_unseen_voice():
     rng = np.random.default_rng(0)
     u = synth_utterance(rng, "u", 2.0)
     only_speed = AugmentConfig(p_noise=0, p_reverb=0, p_gain=0, p_band=0, p_speed=1.0, speed=(0.8, 0.8))
-    audio, labels = augment_utterance(u, rng, TeacherTrainConfig(augment=only_speed), None)
+    audio, labels, _ = augment_utterance(u, rng, TeacherTrainConfig(augment=only_speed), None)
     assert len(audio) == pytest.approx(len(u.audio) / 0.8, abs=2)
     assert labels.shape == (num_frames(len(audio), 30), 52)
     jaw = ARKIT_52.index("jawOpen")
@@ -141,3 +142,40 @@ def test_self_training_adds_pseudo_labels_without_ground_truth_leak(tmp_path, mo
     np.testing.assert_array_equal(
         Teacher.load(tmp_path / "st").label_mean, Teacher.load(tmp_path / "plain").label_mean
     )
+
+
+def test_frame_visemes_follow_phoneme_intervals():
+    from teacher.dataset import Phoneme
+    from teacher.groundtruth import VISEMES
+    from teacher.train import frame_visemes
+
+    # at 30 fps the anchors are 0, 533.3.., 1066.6.. samples (rounded to the anchor grid)
+    phs = [Phoneme(500, 1100, "p", "PP"), Phoneme(1100, 2200, "a", "aa")]
+    v = frame_visemes(phs, 6, 30)
+    names = [VISEMES[i] for i in v]
+    assert names == ["sil", "PP", "PP", "aa", "aa", "sil"]
+
+
+def test_viseme_head_trains_on_labeled_clips_only_and_is_dropped_at_inference(tmp_path, monkeypatch):
+    data = make_dataset(tmp_path / "labeled", n_shards=1, per_shard=8, seed=0)
+    pseudo = make_dataset(tmp_path / "pseudo", n_shards=1, per_shard=4, seed=3, split="unlabeled")
+    seen_targets = []
+    real_batch = train_mod._batch
+
+    def spy(items):
+        out = real_batch(items)
+        seen_targets.append(out[3])
+        return out
+
+    monkeypatch.setattr(train_mod, "_batch", spy)
+    cfg = replace(_config(tmp_path, 2), viseme_weight=0.5)
+    card = train_teacher(data, tmp_path / "vis", config=cfg, pseudo_dir=pseudo)
+    assert card["config"]["model"]["aux_classes"] > 0
+    rows = torch.cat([t for t in seen_targets if t.shape[1] == seen_targets[0].shape[1]])
+    pp = train_mod.VISEMES.index("PP")
+    assert (rows == pp).any()  # labeled clips: frames inside bilabial intervals
+    n_ignored = int((rows == -1).all(dim=1).sum())  # pseudo clips: no targets (their phonemes are held back)
+    assert n_ignored > 0 and n_ignored < len(rows)
+    teacher = Teacher.load(tmp_path / "vis")
+    assert teacher.decoder.aux is not None
+    assert teacher.predict(np.zeros(8000, np.float32)).shape == (15, 52)  # curves only
