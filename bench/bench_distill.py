@@ -4,7 +4,8 @@ Ablation on ``tiny`` (same steps each, evaluated on the test split's ground trut
 
 * ``labeled-only``  -- ground truth of the labeled split only, with gain/noise augmentation;
 * ``pseudo-only``   -- teacher pseudo-labels only (reconstruction + velocity loss);
-* ``pseudo + GT``   -- pseudo-labels + the labeled split's ground truth (the default ``DistillConfig``);
+* ``pseudo + GT``   -- pseudo-labels + the labeled split's ground truth (the default ``DistillConfig``, with its
+  extra loss weight on the lip-closure channel), and the same with ``closure_weight`` 0;
 * ``hybrid fw=W``   -- pseudo-labels + ground truth + feature loss of weight W against the stage-1 ``small``
   (the paper's stage 2), for the weights in ``FEATURE_WEIGHTS``.
 
@@ -88,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             gt = settings.labeled_weight or 0.2
             run(f"tiny pseudo + GT {gt:g}", preset("tiny"), pseudo, labeled=labeled,
                 settings=DistillConfig(labeled_weight=gt, feature_weight=0.0))  # fmt: skip
+            if settings.closure_weight > 0:
+                run(f"tiny pseudo + GT {gt:g}, closure w=0", preset("tiny"), pseudo, labeled=labeled,
+                    settings=DistillConfig(labeled_weight=gt, feature_weight=0.0, closure_weight=0.0))  # fmt: skip
             if Path(args.small).is_file():
                 small = load_student(args.small).requires_grad_(False)
                 for weight in FEATURE_WEIGHTS:

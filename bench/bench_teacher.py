@@ -1,12 +1,12 @@
-"""Teacher benchmark: labeling throughput, teacher size, and the whisper / logmel / both feature ablation.
+"""Teacher benchmark: labeling throughput, teacher size, and an ablation of the teacher's inputs and heads.
 
     python bench/bench_teacher.py [--corpus runs/default/corpus] [--teacher runs/default/teacher]
                                   [--seconds 120] [--epochs 30] [--skip-ablation]
                                   [--self-train runs/default/pseudo [--st-epochs 10 --st-variants 1]]
 
-Prints measured numbers only (this machine, its thread count). The ablation trains the same decoder on each
-feature kind (features come from the shared cache, so only the first run pays for Whisper) and evaluates on the
-test split (the unlabeled split's held-back truth when there is no test split). ``--self-train PSEUDO``
+Prints measured numbers only (this machine, its thread count). The ablation trains the default teacher, then the
+same decoder with one ingredient removed at a time (see ``ablation_configs``; features come from the shared
+cache, so only the first run of each encoder setting pays for Whisper), and evaluates on the test split (the unlabeled split's held-back truth when there is no test split). ``--self-train PSEUDO``
 compares, with one training config (``--st-epochs``, ``--st-variants`` augmented copies per clip), the teacher
 trained on the labeled split alone against the same teacher trained on it plus the pseudo-labeled set PSEUDO
 (self-training, ``train_teacher(pseudo_dir=...)``), both evaluated on the test split.
@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from teacher.dataset import Dataset, write_manifest, write_shard
+from teacher.encoder import EncoderConfig
 from teacher.label import pseudo_label
-from teacher.model import Teacher, TeacherConfig, default_feature_cache
+from teacher.model import Teacher, default_feature_cache
 from teacher.train import TeacherTrainConfig, evaluate_teacher, train_teacher
 
 
@@ -90,6 +91,23 @@ def self_training(corpus: Path, pseudo: Path, epochs: int, variants: int) -> dic
     return out
 
 
+def ablation_configs(epochs: int) -> list[tuple[str, TeacherTrainConfig]]:
+    """The default teacher, then one ingredient removed at a time: the encoder (log-mel only), the log-mel
+    (encoder only), the intermediate encoder layers (CTranslate2's last layer only) and the viseme head."""
+    base = replace(TeacherTrainConfig(), epochs=epochs)
+    layers = ",".join(map(str, base.encoder.layers)) or "last"
+    rows = [
+        (f"both (layers {layers}) [default]", base),
+        ("whisper only", replace(base, model=replace(base.model, features="whisper"))),
+        ("logmel only", replace(base, model=replace(base.model, features="logmel"))),
+    ]
+    if base.encoder.layers:
+        rows.append(("both, last layer only (CT2 int8)", replace(base, encoder=EncoderConfig())))
+    if base.viseme_weight > 0:
+        rows.append(("both, no viseme head", replace(base, viseme_weight=0.0)))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default="runs/default/corpus")
@@ -118,9 +136,8 @@ def main() -> None:
     if not args.skip_ablation:
         eval_dir = corpus / "test" if (corpus / "test" / "manifest.json").is_file() else corpus / "unlabeled"
         results["ablation"] = {"eval_split": eval_dir.name}
-        print(f"{'features':<10}{'mse':>10}{'ratio':>8}{'lip':>7}{'jitter':>8}{'train_s':>9}")
-        for kind in ("whisper", "logmel", "both"):
-            config = replace(TeacherTrainConfig(model=TeacherConfig(features=kind)), epochs=args.epochs)
+        print(f"{'decoder input':<34}{'mse':>10}{'ratio':>8}{'lip':>7}{'jitter':>8}{'train_s':>9}")
+        for name, config in ablation_configs(args.epochs):
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.time()
                 train_teacher(corpus / "labeled", tmp, config=config)
@@ -129,8 +146,8 @@ def main() -> None:
                 trained.features.cache_dir = default_feature_cache()  # evaluation clips are encoded once
                 m = evaluate_teacher(trained, eval_dir)
             row = {k: m[k] for k in METRICS}
-            results["ablation"][kind] = {**row, "train_seconds": round(train_s, 1)}
-            print(f"{kind:<10}{_line(m)}{train_s:>9.0f}")
+            results["ablation"][name] = {**row, "train_seconds": round(train_s, 1)}
+            print(f"{name:<34}{_line(m)}{train_s:>9.0f}")
     if args.self_train:
         results["self_training"] = self_training(
             corpus, Path(args.self_train), args.st_epochs, args.st_variants

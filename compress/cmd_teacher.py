@@ -61,8 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument(
         "--encoder-layers",
-        help="comma-separated Whisper encoder layers to read, concatenated (0 = embeddings, 1-6 = blocks, "
-        "6 = the last); runs the PyTorch port of the encoder (default: the last layer via CTranslate2 int8)",
+        help="comma-separated Whisper encoder layers read and concatenated (0 = embeddings, 1-6 = blocks, "
+        "6 = the last), run by the PyTorch port of the encoder; 'last' = CTranslate2 int8's last layer only "
+        f"(default {','.join(map(str, TeacherTrainConfig().encoder.layers)) or 'last'})",
     )
     train.add_argument(
         "--viseme-weight",
@@ -137,7 +138,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = replace(config, viseme_weight=args.viseme_weight)
     if args.encoder_layers:
         try:
-            layers = tuple(int(x) for x in args.encoder_layers.split(","))
+            spec = args.encoder_layers.strip()
+            layers = () if spec == "last" else tuple(int(x) for x in spec.split(","))
             config = replace(config, encoder=replace(config.encoder, layers=layers))
         except ValueError as exc:
             raise FacedistillError(f"--encoder-layers {args.encoder_layers!r}: {exc}") from None

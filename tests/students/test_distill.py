@@ -139,3 +139,20 @@ def test_stage2_warm_starts_from_a_same_shaped_teacher(synthetic) -> None:
         preset("edge"), split, settings=settings, steps=2, teacher=teacher, progress=False
     )
     assert cold["warm_start"] is None
+
+
+def test_closure_weight_scales_the_closure_channel_error():
+    from students.data import Batch
+    from students.distill import curve_loss
+
+    targets = torch.zeros(1, 4, 3)
+    pred = torch.zeros(1, 4, 3)
+    pred[..., 1] = 0.5  # error on channel 1 only, constant over time (no velocity error)
+    batch = Batch(audio=torch.zeros(1, 10), anchors=torch.zeros(1, 4, dtype=torch.long), targets=targets,
+                  mask=torch.ones(1, 4, dtype=torch.bool))  # fmt: skip
+    plain, _ = curve_loss(pred, batch, 1.0)
+    assert plain.item() == pytest.approx(0.25 / 3)
+    weighted, _ = curve_loss(pred, batch, 1.0, torch.tensor([1.0, 4.0, 1.0]))
+    assert weighted.item() == pytest.approx(0.25 * 4 / 6)
+    with pytest.raises(DistillError, match="weights"):
+        DistillConfig(closure_weight=-1.0)
