@@ -15,7 +15,7 @@ from teacher.fsutil import atomic_write_json
 from teacher.label import LabelConfig, pseudo_label
 from teacher.metrics import format_metrics
 from teacher.model import FEATURE_KINDS, Teacher, TeacherConfig
-from teacher.train import TeacherTrainConfig, evaluate_teacher, train_teacher
+from teacher.train import TeacherTrainConfig, evaluate_teacher, format_groups, train_teacher
 
 DEFAULT_CORPUS = "runs/default/corpus"
 DEFAULT_TEACHER = "runs/default/teacher"
@@ -90,6 +90,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--splits", default="test,unlabeled", help="comma-separated splits (default test,unlabeled)"
     )
     ev.add_argument("--out", help="write the metrics JSON here (default TEACHER/metrics.json)")
+    ev.add_argument(
+        "--by",
+        default="language",
+        help="comma-separated utterance metadata keys to break the metrics down by, e.g. language,voice "
+        "(default language; '' for none)",
+    )
     ev.set_defaults(handler=cmd_eval)
 
     label = subparsers.add_parser(
@@ -168,8 +174,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if Dataset(root).manifest.get("has_truth") is False and split != "labeled":
             print(f"teacher eval: skipping {root} (no ground truth)", file=sys.stderr)
             continue
-        results[split] = evaluate_teacher(teacher, root)
+        by = tuple(k.strip() for k in args.by.split(",") if k.strip())
+        results[split] = evaluate_teacher(teacher, root, by=by)
         print(f"teacher on {split}:\n{format_metrics(results[split])}")
+        if by:
+            print(format_groups(results[split]))
     if not results:
         msg = f"{args.corpus}: none of the splits {args.splits} has a dataset with ground truth"
         raise FacedistillError(msg)

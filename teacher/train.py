@@ -464,8 +464,13 @@ def train_teacher(
     return card
 
 
-def evaluate_teacher(teacher: Teacher, dataset_dir: str | os.PathLike) -> dict:
-    """``teacher.metrics.evaluate`` of the teacher's predictions against the dataset's truth (labels if none)."""
+def evaluate_teacher(teacher: Teacher, dataset_dir: str | os.PathLike, *, by: tuple[str, ...] = ()) -> dict:
+    """``teacher.metrics.evaluate`` of the teacher's predictions against the dataset's truth (labels if none).
+
+    ``by`` names utterance metadata keys (e.g. ``language``, ``voice``): the result then also holds
+    ``by_<key>`` = {value: metrics of that group's utterances}, with the same mean baseline, so one can see which
+    languages or voices the teacher fails on.
+    """
     ds = Dataset(dataset_dir)
     utts = [u for u in ds if (u.truth if u.truth is not None else u.labels) is not None]
     if not utts:
@@ -483,11 +488,48 @@ def evaluate_teacher(teacher: Teacher, dataset_dir: str | os.PathLike) -> dict:
     idx = [teacher.channel_names.index(c) for c in ds.channel_names]
     preds = [p[:, idx] for p in preds]
     mean = teacher.label_mean[idx] if teacher.label_mean is not None else None
-    return evaluate(
-        preds,
-        truths,
-        [u.phonemes for u in utts],
-        channel_names=ds.channel_names,
-        fps=ds.fps,
-        mean_vector=mean,
+
+    def metrics_of(keep: list[int]) -> dict:
+        return evaluate(
+            [preds[i] for i in keep],
+            [truths[i] for i in keep],
+            [utts[i].phonemes for i in keep],
+            channel_names=ds.channel_names,
+            fps=ds.fps,
+            mean_vector=mean,
+        )
+
+    out = metrics_of(list(range(len(utts))))
+    for key in by:
+        groups: dict[str, list[int]] = {}
+        for i, u in enumerate(utts):
+            groups.setdefault(str(u.meta.get(key, "?")), []).append(i)
+        out[f"by_{key}"] = {g: _summary(metrics_of(keep)) for g, keep in sorted(groups.items())}
+    return out
+
+
+def _summary(m: dict) -> dict:
+    keys = (
+        "mse",
+        "mse_ratio_to_mean",
+        "lip_closure",
+        "lip_closure_ground_truth",
+        "jitter_ratio",
+        "utterances",
     )
+    return {k: m[k] for k in keys if k in m}
+
+
+def format_groups(metrics: dict) -> str:
+    """The ``by_<key>`` tables of ``evaluate_teacher(..., by=...)`` as aligned text."""
+    lines = []
+    for key, groups in metrics.items():
+        if not key.startswith("by_"):
+            continue
+        lines.append(f"  {key[3:]:<16}{'utts':>6}{'mse/mean':>10}{'lip':>7}{'lip GT':>8}{'jitter':>8}")
+        for g, m in groups.items():
+            lines.append(
+                f"  {g:<16}{m['utterances']:>6}{m['mse_ratio_to_mean']:>10.3f}{m['lip_closure']:>7.3f}"
+                f"{m['lip_closure_ground_truth']:>8.3f}{m['jitter_ratio']:>8.3f}"
+            )
+    return "\n".join(lines)

@@ -38,13 +38,15 @@ def synth_utterance(rng: np.random.Generator, uid: str, seconds: float) -> Utter
 
 
 def make_dataset(root: Path, *, n_shards: int, per_shard: int, seed: int, split: str = "labeled",
-                 seconds: tuple[float, float] = (1.0, 2.5), labels: bool = True) -> Path:  # fmt: skip
+                 seconds: tuple[float, float] = (1.0, 2.5), labels: bool = True,
+                 voices: tuple[str, ...] = ("synth",)) -> Path:  # fmt: skip
     rng = np.random.default_rng(seed)
     entries = []
     for s in range(n_shards):
         utts = [synth_utterance(rng, f"{split}-{s}-{i}", rng.uniform(*seconds)) for i in range(per_shard)]
-        if not labels:
-            for u in utts:
+        for i, u in enumerate(utts):
+            u.meta["voice"] = voices[i % len(voices)]
+            if not labels:
                 u.labels = None
         entries.append(write_shard(root / "shards" / f"shard-{s:05d}.npz", utts, fps=FPS, n_channels=52))
     write_manifest(root, entries, name="synth", split=split, fps=FPS, channel_names=ARKIT_52,

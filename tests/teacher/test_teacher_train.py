@@ -11,6 +11,7 @@ import torch
 from synth_teacher_data import make_dataset
 
 import teacher.train as train_mod
+from teacher.dataset import Dataset
 from teacher.features import MEL_RATE, log_mel, to_frames
 from teacher.model import Teacher, TeacherConfig
 from teacher.train import TeacherTrainConfig, train_teacher
@@ -49,6 +50,16 @@ def test_train_learns_and_writes_card(tmp_path):
     teacher = Teacher.load(tmp_path / "out")
     pred = teacher.predict(np.zeros(16000, np.float32))
     assert pred.shape == (30, 52) and (pred >= 0).all() and (pred <= 1).all()
+
+    # per-voice breakdown: groups partition the utterances and their frame-weighted MSE is the overall MSE
+    two = make_dataset(tmp_path / "two", n_shards=1, per_shard=6, seed=1, split="test", voices=("a", "b"))
+    m = train_mod.evaluate_teacher(teacher, two, by=("voice",))
+    groups = m["by_voice"]
+    assert set(groups) == {"a", "b"} and groups["a"]["utterances"] == groups["b"]["utterances"] == 3
+    frames = {v: sum(len(u.truth) for u in Dataset(two) if u.meta["voice"] == v) for v in groups}
+    pooled = sum(groups[v]["mse"] * frames[v] for v in groups) / sum(frames.values())
+    assert pooled == pytest.approx(m["mse"], rel=1e-5)
+    assert "voice" in train_mod.format_groups(m) and "a " in train_mod.format_groups(m)
 
 
 class _Killed(Exception):
