@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         "--small", default="runs/default/students/small/student.pt", help="stage-1 student (hybrid)"
     )
     ap.add_argument("--steps", type=int, default=200, help="training steps per variant")
-    ap.add_argument("--parts", default="ablation,sweep", help="comma-separated: ablation, sweep")
+    ap.add_argument(
+        "--parts", default="ablation,hybrid,sweep", help="comma-separated: ablation, hybrid, sweep"
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args(argv)
@@ -92,16 +94,16 @@ def main(argv: list[str] | None = None) -> int:
             if settings.closure_weight > 0:
                 run(f"tiny pseudo + GT {gt:g}, closure w=0", preset("tiny"), pseudo, labeled=labeled,
                     settings=DistillConfig(labeled_weight=gt, feature_weight=0.0, closure_weight=0.0))  # fmt: skip
-            if Path(args.small).is_file():
-                small = load_student(args.small).requires_grad_(False)
-                for weight in FEATURE_WEIGHTS:
-                    hybrid = DistillConfig(labeled_weight=gt, feature_weight=weight)
-                    run(f"tiny hybrid fw={weight:g} + GT", preset("tiny"), pseudo, teacher=small, labeled=labeled,
-                        settings=hybrid)  # fmt: skip
-            else:
-                print(
-                    f"{args.small} missing: skipping hybrid (run `compress distill` first)", file=sys.stderr
-                )
+    if "hybrid" in parts and pseudo is not None:
+        gt = settings.labeled_weight or 0.2
+        if Path(args.small).is_file():
+            small = load_student(args.small).requires_grad_(False)
+            for weight in FEATURE_WEIGHTS:
+                hybrid = DistillConfig(labeled_weight=gt, feature_weight=weight)
+                run(f"tiny hybrid fw={weight:g} + GT", preset("tiny"), pseudo, teacher=small, labeled=labeled,
+                    settings=hybrid)  # fmt: skip
+        else:
+            print(f"{args.small} missing: skipping hybrid (run `compress distill` first)", file=sys.stderr)
     if "sweep" in parts:
         train = pseudo if pseudo is not None else labeled
         source = "pseudo" if pseudo is not None else "labeled"
