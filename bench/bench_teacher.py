@@ -91,10 +91,10 @@ def self_training(corpus: Path, pseudo: Path, epochs: int, variants: int) -> dic
     return out
 
 
-def ablation_configs(epochs: int) -> list[tuple[str, TeacherTrainConfig]]:
+def ablation_configs(epochs: int, threads: int = 2) -> list[tuple[str, TeacherTrainConfig]]:
     """The default teacher, then one ingredient removed at a time: the encoder (log-mel only), the log-mel
     (encoder only), the intermediate encoder layers (CTranslate2's last layer only) and the viseme head."""
-    base = replace(TeacherTrainConfig(), epochs=epochs)
+    base = replace(TeacherTrainConfig(), epochs=epochs, threads=threads)
     layers = ",".join(map(str, base.encoder.layers)) or "last"
     rows = [
         (f"both (layers {layers}) [default]", base),
@@ -117,12 +117,13 @@ def main() -> None:
         "--epochs", type=int, default=TeacherTrainConfig().epochs, help="ablation training epochs"
     )
     ap.add_argument("--skip-ablation", action="store_true")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (training and labeling)")
     ap.add_argument("--self-train", help="pseudo-labeled dataset: compare labeled-only vs labeled + it")
     ap.add_argument("--st-epochs", type=int, default=10, help="self-training comparison: epochs")
     ap.add_argument("--st-variants", type=int, default=1, help="self-training comparison: augmented copies")
     args = ap.parse_args()
     corpus = Path(args.corpus)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     results: dict = {"threads": torch.get_num_threads()}
 
     teacher = Teacher.load(args.teacher)
@@ -137,7 +138,7 @@ def main() -> None:
         eval_dir = corpus / "test" if (corpus / "test" / "manifest.json").is_file() else corpus / "unlabeled"
         results["ablation"] = {"eval_split": eval_dir.name}
         print(f"{'decoder input':<34}{'mse':>10}{'ratio':>8}{'lip':>7}{'jitter':>8}{'train_s':>9}")
-        for name, config in ablation_configs(args.epochs):
+        for name, config in ablation_configs(args.epochs, args.threads):
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.time()
                 train_teacher(corpus / "labeled", tmp, config=config)
