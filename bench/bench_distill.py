@@ -82,20 +82,19 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(_row(name, model, summary, test, train.target_mean()))
         print(json.dumps(rows[-1]), file=sys.stderr)
 
+    gt = settings.labeled_weight or 0.2  # ground-truth weight of the pseudo + GT and hybrid rows
     if "ablation" in parts:
         run("tiny labeled-only", preset("tiny"), labeled, augment=True)
         if pseudo is None:
             print("no pseudo-labels yet: skipping pseudo-only and hybrid", file=sys.stderr)
         else:
             run("tiny pseudo-only", preset("tiny"), pseudo, settings=pseudo_only)
-            gt = settings.labeled_weight or 0.2
             run(f"tiny pseudo + GT {gt:g}", preset("tiny"), pseudo, labeled=labeled,
                 settings=DistillConfig(labeled_weight=gt, feature_weight=0.0))  # fmt: skip
             if settings.closure_weight > 0:
                 run(f"tiny pseudo + GT {gt:g}, closure w=0", preset("tiny"), pseudo, labeled=labeled,
                     settings=DistillConfig(labeled_weight=gt, feature_weight=0.0, closure_weight=0.0))  # fmt: skip
     if "hybrid" in parts and pseudo is not None:
-        gt = settings.labeled_weight or 0.2
         if Path(args.small).is_file():
             small = load_student(args.small).requires_grad_(False)
             for weight in FEATURE_WEIGHTS:

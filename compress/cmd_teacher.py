@@ -165,6 +165,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     teacher = Teacher.load(args.teacher)
+    by = tuple(k.strip() for k in args.by.split(",") if k.strip())
     results = {}
     for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
         root = Path(args.corpus) / split
@@ -174,7 +175,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if Dataset(root).manifest.get("has_truth") is False and split != "labeled":
             print(f"teacher eval: skipping {root} (no ground truth)", file=sys.stderr)
             continue
-        by = tuple(k.strip() for k in args.by.split(",") if k.strip())
         results[split] = evaluate_teacher(teacher, root, by=by)
         print(f"teacher on {split}:\n{format_metrics(results[split])}")
         if by:

@@ -56,6 +56,7 @@ from teacher.constants import LIP_CLOSURE_CHANNEL
 from teacher.dataset import MANIFEST, DatasetError
 from teacher.errors import FacedistillError
 from teacher.fsutil import atomic_torch_save, atomic_write_json
+from teacher.train import closure_weights
 
 DISTILL_VERSION = 1
 PROGRESS_FORMAT = "facedistill-distill-progress"
@@ -296,8 +297,7 @@ def train_student(
     start = 0
     weights = None
     if settings.closure_weight > 0 and LIP_CLOSURE_CHANNEL in train.channel_names:
-        weights = torch.ones(len(train.channel_names))
-        weights[list(train.channel_names).index(LIP_CLOSURE_CHANNEL)] += settings.closure_weight
+        weights = closure_weights(train.channel_names, settings.closure_weight)
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     if ckpt_path is not None and ckpt_path.is_file():
         try:

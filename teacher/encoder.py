@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -241,8 +242,6 @@ class WhisperEncoder:
                 "model_bin_bytes": model_bin.stat().st_size}  # fmt: skip
 
     def _encode_windows(self, windows: np.ndarray) -> np.ndarray:
-        import ctranslate2
-
         mels = np.stack([self._mel(w, padding=0)[:, :MEL_FRAMES] for w in windows]).astype(np.float32)
         if self.config.layers:
             import torch
@@ -250,6 +249,8 @@ class WhisperEncoder:
             with torch.inference_mode():
                 states = self._torch.hidden_states(torch.from_numpy(mels), upto=max(self.config.layers))
                 return torch.cat([states[i] for i in self.config.layers], dim=2).numpy()
+        import ctranslate2
+
         out = self._model.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mels)))
         return np.asarray(out, dtype=np.float32)
 
@@ -281,12 +282,13 @@ class WhisperEncoder:
         return out
 
 
-def count_parameters(model_bin: str | os.PathLike, *, prefix: str = "") -> int:
-    """Number of weights in a CTranslate2 ``model.bin`` whose variable name starts with ``prefix``.
+def iter_variables(model_bin: str | os.PathLike, *, load: Callable[[str], bool] = lambda name: False):
+    """``(name, shape, dtype_id, data)`` for each variable of a CTranslate2 ``model.bin``, in file order.
 
-    Reads the file's header (spec version, name, then ``name, rank, shape, dtype, size, data`` per variable) as
-    documented in CTranslate2's ``python/ctranslate2/specs/model_spec.py`` (``_serialize``); int8 weights count
-    one parameter per element, their scales are counted too.
+    Reads the file's header as documented in CTranslate2's ``python/ctranslate2/specs/model_spec.py``
+    (``_serialize``): binary version, model name, spec revision, then ``name, rank, shape, dtype id, byte size,
+    data`` per variable (aliases follow and are not read). ``data`` is the raw bytes of the variables whose name
+    ``load`` accepts, else ``None`` (skipped without reading).
     """
     import struct
 
@@ -294,7 +296,6 @@ def count_parameters(model_bin: str | os.PathLike, *, prefix: str = "") -> int:
         (n,) = struct.unpack("H", fh.read(2))
         return fh.read(n).rstrip(b"\0").decode()
 
-    total = 0
     with open(model_bin, "rb") as fh:
         struct.unpack("I", fh.read(4))  # binary version
         read_str(fh)  # model name
@@ -304,9 +305,22 @@ def count_parameters(model_bin: str | os.PathLike, *, prefix: str = "") -> int:
             name = read_str(fh)
             (rank,) = struct.unpack("B", fh.read(1))
             shape = struct.unpack(f"{rank}I", fh.read(4 * rank))
-            fh.read(1)  # dtype id
+            (dtype_id,) = struct.unpack("B", fh.read(1))
             (nbytes,) = struct.unpack("I", fh.read(4))
-            fh.seek(nbytes, 1)
-            if name.startswith(prefix):
-                total += int(np.prod(shape)) if shape else 1
-    return total
+            if load(name):
+                yield name, shape, dtype_id, fh.read(nbytes)
+            else:
+                fh.seek(nbytes, 1)
+                yield name, shape, dtype_id, None
+
+
+def count_parameters(model_bin: str | os.PathLike, *, prefix: str = "") -> int:
+    """Number of weights in a CTranslate2 ``model.bin`` whose variable name starts with ``prefix``.
+
+    int8 weights count one parameter per element, their scales are counted too.
+    """
+    return sum(
+        int(np.prod(shape)) if shape else 1
+        for name, shape, _, _ in iter_variables(model_bin)
+        if name.startswith(prefix)
+    )

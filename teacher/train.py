@@ -21,6 +21,7 @@ import hashlib
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -137,14 +138,23 @@ def augment_utterance(
     return audio, labels.astype(np.float32), phonemes
 
 
+def closure_weights(channel_names: Sequence[str], closure_weight: float) -> torch.Tensor:
+    """Per-channel loss weights: 1 everywhere, ``1 + closure_weight`` on the lip-closure channel (if present)."""
+    weights = torch.ones(len(channel_names))
+    if LIP_CLOSURE_CHANNEL in channel_names:
+        weights[list(channel_names).index(LIP_CLOSURE_CHANNEL)] += closure_weight
+    return weights
+
+
 def frame_visemes(phonemes: list, n_frames: int, fps: int) -> np.ndarray:
     """Viseme class (index into ``VISEMES``) of each frame: the phoneme whose interval holds the frame's anchor,
     silence elsewhere. Targets of the teacher's auxiliary viseme head."""
     anchors = frame_anchors(n_frames, fps)
     out = np.full(n_frames, VISEMES.index(SILENCE_VISEME), dtype=np.int64)
     for ph in phonemes:
-        lo, hi = np.searchsorted(anchors, [ph.start, ph.end], side="left")
-        out[lo:hi] = VISEMES.index(ph.viseme) if ph.viseme in VISEMES else out[lo:hi]
+        if ph.viseme in VISEMES:
+            lo, hi = np.searchsorted(anchors, [ph.start, ph.end], side="left")
+            out[lo:hi] = VISEMES.index(ph.viseme)
     return out
 
 
@@ -337,9 +347,7 @@ def train_teacher(
     with torch.no_grad():  # start from the predict-the-mean solution instead of 0.5 everywhere
         p = torch.from_numpy(np.clip(label_mean, 1e-3, 1 - 1e-3))
         decoder.head.bias.copy_(torch.log(p / (1 - p)))
-    weights = torch.ones(len(config.model.channel_names))
-    if LIP_CLOSURE_CHANNEL in config.model.channel_names:
-        weights[config.model.channel_names.index(LIP_CLOSURE_CHANNEL)] += config.closure_weight
+    weights = closure_weights(config.model.channel_names, config.closure_weight)
     opt = torch.optim.AdamW(decoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(train_idx) // config.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(

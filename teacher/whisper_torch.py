@@ -3,8 +3,7 @@
 CTranslate2's ``encode`` only returns the encoder's last layer. Speech models keep different information at
 different depths (phonetic detail tends to peak in the middle layers, the last layer is shaped for Whisper's text
 decoder), so the teacher may read intermediate layers too. This module reads the ``encoder/*`` variables of
-``model.bin`` (float16 in the shipped file; the layout is CTranslate2's ``_serialize``: spec version, model name,
-revision, then ``name, rank, shape, dtype id, byte size, data`` per variable, followed by aliases) and runs
+``model.bin`` (float16 in the shipped file) with ``teacher.encoder.iter_variables`` and runs
 Whisper's encoder: two GELU convolutions (the second with stride 2), sinusoidal positions, ``num_layers``
 pre-LayerNorm transformer blocks (fused q/k/v projection), a final LayerNorm. Computation is float32.
 
@@ -16,44 +15,28 @@ from __future__ import annotations
 
 import os
 import re
-import struct
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from teacher.encoder import iter_variables
+
 # CTranslate2 DataType ids (include/ctranslate2/types.h)
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 
 
 def read_variables(model_bin: str | os.PathLike, prefix: str = "encoder/") -> dict[str, np.ndarray]:
-    """The variables of a CTranslate2 ``model.bin`` whose names start with ``prefix``, as numpy arrays."""
-
-    def read_str(fh) -> str:
-        (n,) = struct.unpack("H", fh.read(2))
-        return fh.read(n).rstrip(b"\0").decode()
-
+    """The variables of a CTranslate2 ``model.bin`` whose names start with ``prefix`` (prefix dropped), as arrays."""
     out: dict[str, np.ndarray] = {}
-    with open(model_bin, "rb") as fh:
-        struct.unpack("I", fh.read(4))  # binary version
-        read_str(fh)  # model name
-        struct.unpack("I", fh.read(4))  # model spec revision
-        (n_vars,) = struct.unpack("I", fh.read(4))
-        for _ in range(n_vars):
-            name = read_str(fh)
-            (rank,) = struct.unpack("B", fh.read(1))
-            shape = struct.unpack(f"{rank}I", fh.read(4 * rank))
-            (dtype_id,) = struct.unpack("B", fh.read(1))
-            (nbytes,) = struct.unpack("I", fh.read(4))
-            if not name.startswith(prefix):
-                fh.seek(nbytes, 1)
-                continue
-            if dtype_id not in _DTYPES:
-                msg = f"{model_bin}: variable {name} has unsupported CTranslate2 dtype id {dtype_id}"
-                raise ValueError(msg)
-            data = np.frombuffer(fh.read(nbytes), dtype=_DTYPES[dtype_id])
-            out[name[len(prefix) :]] = data.reshape(shape) if shape else data.reshape(())
+    for name, shape, dtype_id, data in iter_variables(model_bin, load=lambda n: n.startswith(prefix)):
+        if data is None:
+            continue
+        if dtype_id not in _DTYPES:
+            msg = f"{model_bin}: variable {name} has unsupported CTranslate2 dtype id {dtype_id}"
+            raise ValueError(msg)
+        out[name[len(prefix) :]] = np.frombuffer(data, dtype=_DTYPES[dtype_id]).reshape(shape)
     return out
 
 
