@@ -90,9 +90,9 @@ class DistillConfig:
     seed: int = 0
     velocity_weight: float = 1.0
     # Extra reconstruction weight on the lip-closure channel (mouthClose), as in the teacher's loss: closures
-    # are short peaks that an MSE-trained student otherwise smooths under the lip-closure threshold. On the
-    # stop-11 reference data (tiny, pseudo + GT, 1000 steps, test split) 0 / 3 / 8 gave lip closure
-    # 0.29 / 0.37 / 0.33 at MSE / mean 0.580 / 0.586 / 0.609; bench/bench_distill.py measures 0 vs the default.
+    # are short peaks that an MSE-trained student otherwise smooths under the lip-closure threshold.
+    # bench/bench_distill.py measures 0 vs the default (reports/bench/distill.txt, tiny, pseudo + GT, 1000 steps,
+    # test split: lip closure 0.35 -> 0.47 at MSE / mean 0.577 -> 0.584).
     closure_weight: float = 3.0
     # Feature loss against the stage-1 student. Off by default: on the default corpus every weight tried was
     # neutral or worse for tiny at equal steps (reports/bench/distill.txt, 1000 steps, test MSE / mean: pseudo + GT
