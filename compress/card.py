@@ -27,6 +27,28 @@ FRAME_MAPPING = (
 )
 
 
+INPUT_MEANING = {
+    "linear": "mono PCM in [-1, 1] (float); integer inputs are round(x / scale) + zero_point",
+    "mulaw": (
+        "mono PCM x in [-1, 1] after mu-law companding y = sign(x) * ln(1 + mu * |x|) / ln(1 + mu) (see "
+        "input.encoding); integer inputs are round(y / scale) + zero_point"
+    ),
+}
+
+
+def input_encoding(model: nn.Module) -> dict[str, Any]:
+    """What the host does to the audio before the binary's input (``{"type": "linear"}`` = nothing)."""
+    cfg = model.config
+    kind = getattr(cfg, "input_encoding", "linear")
+    if kind == "linear":
+        return {"type": "linear"}
+    return {
+        "type": kind,
+        "mu": float(cfg.input_mu),
+        "formula": "y = sign(x) * log(1 + mu * abs(x)) / log(1 + mu), elementwise on every sample of the window",
+    }
+
+
 def card_path(binary: str | os.PathLike) -> Path:
     """``dir/name.int8.onnx`` -> ``dir/name.int8.onnx.card.json`` (ONNX and TFLite twins share a stem)."""
     binary = Path(binary)
@@ -102,7 +124,8 @@ def build_card(
             "shape": [1, window],
             "dtype": io_quant.get("input", {}).get("dtype", "float32"),
             "quantization": io_quant.get("input"),
-            "meaning": "mono PCM in [-1, 1] (float); integer inputs are round(x / scale) + zero_point",
+            "meaning": INPUT_MEANING[input_encoding(model)["type"]],
+            "encoding": input_encoding(model),
             "sample_rate": timing["sample_rate"],
             "window_samples": window,
             "past_ms": timing["past_ms"],

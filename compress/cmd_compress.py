@@ -19,7 +19,7 @@ from compress.export import DTYPES, FORMATS, ExportConfig, ExportError, export_e
 from compress.prune import IMPORTANCES, PruneConfig, prune
 from compress.quantize import ROUNDINGS, QuantizeConfig, input_sensitivity, qat_finetune, sensitivity
 from students.data import Split, load_split, utterance_windows
-from students.model import PRESETS, Student, count_params, load_student, save_student
+from students.model import PRESETS, Student, count_params, encode_input, load_student, save_student
 from teacher.constants import frame_anchors
 from teacher.errors import FacedistillError
 from teacher.fsutil import atomic_write_json, sha256_file
@@ -58,7 +58,7 @@ def evaluate_binary(path: str | Path, model: Student, test: Split) -> dict[str, 
         if np.isnan(truth).any():
             continue
         windows = utterance_windows(wav, frame_anchors(len(truth), test.fps), model)
-        preds.append(run_binary(path, windows))
+        preds.append(run_binary(path, encode_input(windows, model.config)))
         truths.append(truth)
         phonemes.append(phs)
     if not preds:

@@ -57,6 +57,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="training steps for every preset (default: per-preset table)")
     p.add_argument("--seed", type=int, help="seed of initialisation and chunk sampling (default 0)")
     p.add_argument(
+        "--mulaw",
+        help="comma-separated presets that read mu-law companded audio (their binaries then pass full-int8 "
+        "parity; see bench/bench_mulaw.py)",
+    )
+    p.add_argument(
         "--quick", action="store_true", help="5 %% of the steps: a smoke run in a couple of minutes"
     )
     p.add_argument(
@@ -92,6 +97,10 @@ def _distill_config(args: argparse.Namespace) -> DistillConfig:
         data["labeled_weight"] = args.labeled_weight
     if args.feature_weight is not None:
         data["feature_weight"] = args.feature_weight
+    if args.mulaw:
+        overrides = data.setdefault("overrides", {})
+        for name in (p.strip() for p in args.mulaw.split(",") if p.strip()):
+            overrides.setdefault(name, {})["input_encoding"] = "mulaw"
     if args.steps is not None:
         data["steps"] = {}
         data["default_steps"] = args.steps
@@ -128,12 +137,13 @@ def cmd_students(args: argparse.Namespace) -> int:
         print()
         return 0
     print(
-        f"{'preset':<9} {'params':>10} {'fp32 bytes':>12} {'window ms':>10} {'past ms':>8} {'lookahead ms':>13}"
+        f"{'preset':<11} {'params':>10} {'fp32 bytes':>12} {'window ms':>10} {'past ms':>8} {'lookahead ms':>13}"
+        "  input"
     )
     for r in rows:
         window_ms = samples_to_ms(r["window_samples"])
         print(
-            f"{r['name']:<9} {r['params']:>10,} {r['fp32_bytes']:>12,} {window_ms:>10g} {r['past_ms']:>8g} "
-            f"{r['lookahead_ms']:>13g}"
+            f"{r['name']:<11} {r['params']:>10,} {r['fp32_bytes']:>12,} {window_ms:>10g} {r['past_ms']:>8g} "
+            f"{r['lookahead_ms']:>13g}  {r['input_encoding']}"
         )
     return 0

@@ -34,6 +34,7 @@ from torch import nn
 
 from compress.card import build_card, card_path
 from compress.quantize import ROUNDINGS, quantize_pt2e, round_weights
+from students.model import as_binary
 from teacher.errors import FacedistillError
 from teacher.fsutil import atomic_path, atomic_write_json, sha256_file
 
@@ -126,6 +127,8 @@ def export(
     heldout = np.ascontiguousarray(heldout_windows, dtype=np.float32)
     with torch.no_grad():
         reference = model(torch.from_numpy(heldout)).numpy()
+    # binaries take the input encoding's output (identity for linear students): build, calibrate and run them so
+    binary_model, (calib, heldout) = as_binary(model, calib, heldout)
     out_dir = Path(out_dir)
     written = []
     for fmt in config.formats:
@@ -135,7 +138,7 @@ def export(
                 written.append(path)
                 continue
             with atomic_path(path) as tmp:
-                source = model if dtype == "fp32" else grid_weights(model, calib, config)
+                source = binary_model if dtype == "fp32" else grid_weights(binary_model, calib, config)
                 io_quant = _write_binary(source, fmt, dtype, calib, tmp, keep_float=config.keep_float)
                 outputs = run_binary(tmp, heldout)
                 parity = check_parity(path, outputs, reference, tolerance=config.tolerance(dtype))

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from students.model import as_binary
 from teacher.errors import FacedistillError
 
 WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -191,9 +192,12 @@ def input_sensitivity(
     ``keep_float`` choice can remove this error, so it is a floor under every int8 binary of the model. Returns a
     row like :func:`sensitivity`'s with ``layer`` = ``"(input)"`` and ``params`` = 0.
     """
-    model = model.eval()
-    calib = np.asarray(calib_windows, dtype=np.float32)
-    x = torch.as_tensor(np.asarray(eval_windows, dtype=np.float32))
+    model, (calib, x) = as_binary(
+        model.eval(),
+        np.asarray(calib_windows, dtype=np.float32),
+        np.asarray(eval_windows, dtype=np.float32),
+    )  # a mu-law student's binary takes companded audio: that is what gets quantized
+    x = torch.as_tensor(x)
     if calib.size == 0 or len(x) == 0:
         msg = "quantize: input sensitivity needs calibration and evaluation windows"
         raise QuantizeError(msg)

@@ -28,12 +28,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.card import CARD_VERSION, card_path, model_timing, quantization_scheme
+from compress.card import CARD_VERSION, card_path, input_encoding, model_timing, quantization_scheme
 from compress.export import (
     QUANTIZED,
     SUFFIX,
     ExportConfig,
     ExportError,
+    as_binary,
     check_int8,
     check_parity,
     grid_weights,
@@ -102,14 +103,16 @@ def export_streaming(
         msg = f"{out_dir}: need a 1-D held-out utterance (got shape {heldout_audio.shape}) and calibration audio"
         raise ExportError(msg)
     heldout = np.ascontiguousarray(heldout_audio, dtype=np.float32)
-    step, head = StreamingStep(model, cells_per_step=block_cells), StreamingHead(model)
-    quantized: dict[str, nn.Module] | None = None  # graphs of the int8-grid model (made on first use)
-    initial = [s.numpy() for s in step.initial_state()]
-    calib_steps, calib_heads = _record_calibration(model, step, head, initial, calib_audio)
     frames = num_frames(len(heldout), model.config.fps)
     with torch.no_grad():
         anchors = torch.from_numpy(frame_anchors(frames, model.config.fps))
         reference = model.forward_full(torch.from_numpy(heldout)[None], anchors, pad=True)[0].numpy()
+    # the graphs take encoded audio (identity for linear students; see compress.export.as_binary)
+    source, (heldout, *calib_audio) = as_binary(model, heldout, *calib_audio)
+    step, head = StreamingStep(source, cells_per_step=block_cells), StreamingHead(source)
+    quantized: dict[str, nn.Module] | None = None  # graphs of the int8-grid model (made on first use)
+    initial = [s.numpy() for s in step.initial_state()]
+    calib_steps, calib_heads = _record_calibration(source, step, head, initial, calib_audio)
     graphs = {
         "step": (step, (torch.from_numpy(calib_steps[0][0]), *map(torch.from_numpy, calib_steps[0][1]))),
         "head": (head, (torch.from_numpy(calib_heads[0]),)),
@@ -126,7 +129,7 @@ def export_streaming(
                 tmps = {"step": tmp_step, "head": tmp_head}
                 io_names = {}
                 if dtype in QUANTIZED and quantized is None:
-                    rounded = grid_weights(model, _calibration_windows(model, calib_audio), config)
+                    rounded = grid_weights(source, _calibration_windows(source, calib_audio), config)
                     quantized = {
                         "step": StreamingStep(rounded, cells_per_step=block_cells),
                         "head": StreamingHead(rounded),
@@ -440,7 +443,9 @@ def stream_card(
         },
         "sample_rate": timing["sample_rate"],
         "input_meaning": f"cells: mono PCM in [-1, 1], the next {step.block_samples} samples "
-        f"({step.cells_per_step} cells of {CELL}) of the stream",
+        f"({step.cells_per_step} cells of {CELL}) of the stream"
+        + ("" if input_encoding(model)["type"] == "linear" else ", mu-law companded as input_encoding says"),
+        "input_encoding": input_encoding(model),
         "output": {"name": CURVES_OUTPUT, "channel_names": timing["channel_names"], "range": [0.0, 1.0]},
         "schedule": {
             "fps": timing["fps"],

@@ -54,6 +54,11 @@ def stream(card_path: str, wav_path: str) -> np.ndarray:
     B = card["block_cells"]  # cells per step call (block = 64 * B samples)
     blocks = -(-max(int(due[-1]), -(-len(audio) // 64)) // B)
     audio = np.pad(audio, (0, blocks * block - len(audio)))  # zeros after the end, as the model was trained
+    enc = card.get("input_encoding", {"type": "linear"})
+    if enc["type"] == "mulaw":  # the step graph reads mu-law companded audio (the card's formula)
+        audio = (np.sign(audio) * np.log1p(enc["mu"] * np.abs(audio)) / np.log1p(enc["mu"])).astype(
+            np.float32
+        )
     state = [
         np.tile(np.float32(s["initial_value_per_channel"])[:, None], s["shape"][-1])[None]
         for s in card["state"]

@@ -26,6 +26,11 @@ def animate(model_path: str, wav_path: str) -> np.ndarray:
     k = np.arange(max(1, n_frames))
     anchors = 64 * ((2 * k * rate + out["fps"] * 64) // (2 * out["fps"] * 64))  # k / fps on the 4 ms grid
     padded = np.pad(audio, (past, width))  # zeros before the start and after the end
+    enc = inp.get("encoding", {"type": "linear"})
+    if enc["type"] == "mulaw":  # the binary reads mu-law companded audio (the card's formula)
+        padded = (np.sign(padded) * np.log1p(enc["mu"] * np.abs(padded)) / np.log1p(enc["mu"])).astype(
+            np.float32
+        )
     frames = []
     for a in anchors:
         x = padded[a : a + width][None]  # audio[a - past, a - past + width)

@@ -66,7 +66,14 @@ PROGRESS_FORMAT = "facedistill-distill-progress"
 # -> ~13 min of training in all. Step count is the lever that matters: on truth labels, 300/600/1500 steps of
 # tiny gave about 0.81/0.68/0.58 x the mean-predictor MSE, while lr, batch shape, loss weighting, init, strides
 # and dilations moved it by <= 0.05 at equal steps; so the cheap presets get many steps.
-DEFAULT_STEPS = {"small": 1500, "tiny": 4000, "realtime": 600, "edge": 4000, "causal": 4000}
+DEFAULT_STEPS = {
+    "small": 1500,
+    "tiny": 4000,
+    "realtime": 600,
+    "edge": 4000,
+    "edge-mulaw": 4000,
+    "causal": 4000,
+}
 
 
 class DistillError(FacedistillError, ValueError):
@@ -78,7 +85,7 @@ class DistillConfig:
     """Everything that decides a distillation run; saved with every checkpoint and card."""
 
     version: int = DISTILL_VERSION
-    presets: tuple[str, ...] = ("small", "tiny", "realtime", "edge", "causal")
+    presets: tuple[str, ...] = ("small", "tiny", "realtime", "edge", "edge-mulaw", "causal")
     stage1: str = "small"  # trained on pseudo-labels alone, then the frozen second teacher
     steps: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_STEPS))
     default_steps: int = 600  # for presets missing from ``steps``

@@ -24,26 +24,30 @@ Every number about time (receptive field, lookahead, window length) is *derived*
 
 Presets (random init; ``compress students`` prints the same table, measured from the code):
 
-=========  ==========  ============  ==========  ================================================================
-preset     params      fp32 bytes    lookahead   notes
-=========  ==========  ============  ==========  ================================================================
-small      3 061 124   12 244 496    256 ms      stage-1 student of the paper: 256 ms past / 256 ms future
-tiny       195 532     782 128       256 ms      ``small``'s convs with 75 % fewer channels; same budget re-spent in
-                                                 the head: 32-channel bottleneck, 40 hidden units (see PRESETS)
-realtime   1 203 652   4 814 608     80 ms       448 ms past / 64 ms future + 16 ms smoothing (3-frame ensemble);
-                                                 small's convs, head reads a 64-channel linear bottleneck
-edge       43 356      173 424       32 ms       ours: <= 50 k params, 192 ms past / 32 ms future; bottleneck 16
-causal     153 460     613 840       0 ms        ours: 320 ms past, no future audio at all; bottleneck 32
-=========  ==========  ============  ==========  ================================================================
+==========  ==========  ============  ==========  ================================================================
+preset      params      fp32 bytes    lookahead   notes
+==========  ==========  ============  ==========  ================================================================
+small       3 061 124   12 244 496    256 ms      stage-1 student of the paper: 256 ms past / 256 ms future
+tiny        195 532     782 128       256 ms      ``small``'s convs with 75 % fewer channels; same budget re-spent in
+                                                  the head: 32-channel bottleneck, 40 hidden units (see PRESETS)
+realtime    1 203 652   4 814 608     80 ms       448 ms past / 64 ms future + 16 ms smoothing (3-frame ensemble);
+                                                  small's convs, head reads a 64-channel linear bottleneck
+edge        43 356      173 424       32 ms       ours: <= 50 k params, 192 ms past / 32 ms future; bottleneck 16
+edge-mulaw  43 356      173 424       32 ms       ours: edge reading mu-law companded audio, so it quantizes to full
+                                                  int8 (int8 activations too); see bench/bench_mulaw.py
+causal      153 460     613 840       0 ms        ours: 320 ms past, no future audio at all; bottleneck 32
+==========  ==========  ============  ==========  ================================================================
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -62,6 +66,7 @@ from teacher.fsutil import atomic_torch_save
 
 CONFIG_VERSION = 1
 CHECKPOINT_FORMAT = "facedistill-student"
+INPUT_ENCODINGS = ("linear", "mulaw")
 
 
 class StudentConfigError(FacedistillError, ValueError):
@@ -85,6 +90,10 @@ class StudentConfig:
     channel_names: tuple[str, ...] = ARKIT_52
     fps: int = DEFAULT_FPS
     smoothing: bool = False
+    # what the model's first layer sees: "linear" audio in [-1, 1], or "mulaw" (G.711-style companding
+    # sign(x) ln(1 + mu |x|) / ln(1 + mu), applied by the host before a binary's input; see encode_input)
+    input_encoding: str = "linear"
+    input_mu: float = 255.0
 
     def __post_init__(self) -> None:
         for key in ("strides", "frontend_channels", "context_channels", "context_dilations", "head_hidden"):
@@ -118,6 +127,12 @@ class StudentConfig:
             raise StudentConfigError(msg)
         if not self.channel_names:
             msg = f"{where}: no output channels"
+            raise StudentConfigError(msg)
+        if self.input_encoding not in INPUT_ENCODINGS:
+            msg = f"{where}: input_encoding {self.input_encoding!r} unknown; choose from {', '.join(INPUT_ENCODINGS)}"
+            raise StudentConfigError(msg)
+        if not self.input_mu > 0:
+            msg = f"{where}: input_mu must be > 0, got {self.input_mu}"
             raise StudentConfigError(msg)
         for key in ("past_ms", "future_ms"):
             ms = getattr(self, key)
@@ -209,6 +224,19 @@ PRESETS: dict[str, StudentConfig] = {
         head_bottleneck=16,  # as tiny: 0.560 -> 0.552 x mean (reference runs) with 43 k instead of 48 k params
         head_hidden=(40,),
     ),
+    # ours: edge's layers reading mu-law companded audio (G.711 mu = 255), so that it quantizes to full int8
+    # (int8 activations, for int8-only NPUs and DSPs): bench/bench_mulaw.py measures the trade
+    "edge-mulaw": StudentConfig(
+        name="edge-mulaw",
+        past_ms=192.0,
+        future_ms=32.0,
+        frontend_channels=(16, 32, 32),
+        context_channels=(32, 32),
+        context_dilations=(2, 4),
+        head_bottleneck=16,
+        head_hidden=(40,),
+        input_encoding="mulaw",
+    ),
     "causal": StudentConfig(
         name="causal",
         past_ms=320.0,
@@ -230,12 +258,40 @@ def preset(name: str, **overrides: Any) -> StudentConfig:
     return replace(PRESETS[name], **overrides)
 
 
+def encode_input(audio: Any, config: StudentConfig) -> Any:
+    """Audio in [-1, 1] as the model's first layer sees it: unchanged (``linear``) or mu-law companded (``mulaw``).
+
+    Works on numpy arrays and torch tensors. A binary exported from a ``mulaw`` student takes this encoded audio
+    (its card's ``input.encoding`` says so), so its int8 input levels are spread evenly over loudness, as in G.711
+    telephony: 256 linear levels leave a -30 dB passage only a handful.
+    """
+    if config.input_encoding == "linear":
+        return audio
+    mu = config.input_mu
+    if isinstance(audio, torch.Tensor):
+        return torch.sign(audio) * torch.log1p(mu * audio.abs()) / float(np.log1p(mu))
+    audio = np.asarray(audio, dtype=np.float32)
+    return (np.sign(audio) * np.log1p(mu * np.abs(audio)) / np.log1p(mu)).astype(np.float32)
+
+
+class InputEncoding(nn.Module):
+    """The fixed (weightless) input encoding of a student: identity for ``linear`` configs."""
+
+    def __init__(self, config: StudentConfig):
+        super().__init__()
+        self.config = config
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return encode_input(audio, self.config)
+
+
 class Student(nn.Module):
     """Conv/FC student: ``forward(window [B, W]) -> [B, C]`` curves in [0, 1] (see the module docstring)."""
 
     def __init__(self, config: StudentConfig):
         super().__init__()
         self.config = config
+        self.input_encoding = InputEncoding(config)
         self.frontend = nn.ModuleList()
         c_in = 1
         for c_out, stride in zip(config.frontend_channels, config.strides):
@@ -331,7 +387,7 @@ class Student(nn.Module):
         Features (if asked) are on the 64-sample grid: frontend layers are average-pooled over each 64-sample cell,
         so position ``q`` of feature ``f`` covers samples ``[64 q, 64 q + feature_receptive_field(f))``.
         """
-        x = audio.unsqueeze(1)
+        x = self.input_encoding(audio).unsqueeze(1)
         feats: dict[str, torch.Tensor] = {}
         for i, conv in enumerate(self.frontend):
             x = F.relu(conv(x))
@@ -419,6 +475,20 @@ class Student(nn.Module):
         y = y.transpose(1, 2)
         return (y, feats) if return_features else y
 
+    def binary_form(self) -> Student:
+        """The model as its exported binaries compute it: input already encoded by the host (:func:`encode_input`).
+
+        ``self`` for linear students; for ``mulaw`` ones a copy whose config says ``linear`` (its input is taken as
+        it comes), so ``binary_form()(encode_input(x, config)) == self(x)``. Quantizing and exporting this form keeps the
+        companding out of the int8 graph, where it belongs: the binary's int8 input levels are mu-law levels.
+        """
+        if self.config.input_encoding == "linear":
+            return self
+        twin = copy.deepcopy(self)
+        twin.config = replace(self.config, input_encoding="linear")  # it takes its input as it comes
+        twin.input_encoding = InputEncoding(twin.config)
+        return twin
+
     def current_config(self) -> StudentConfig:
         """The config matching the modules as they are now (e.g. after in-place channel pruning)."""
         return replace(
@@ -468,6 +538,17 @@ class Student(nn.Module):
         return "factorized"
 
 
+def as_binary(model: nn.Module, *windows: np.ndarray) -> tuple[nn.Module, list[np.ndarray]]:
+    """The module a binary is built from and ``windows`` as that binary takes them.
+
+    A student with a ``mulaw`` input encoding is exported without it (``Student.binary_form``): the host applies
+    ``students.model.encode_input`` (recorded in the card's ``input.encoding``), so int8 input levels are mu-law
+    levels. Other models pass through unchanged."""
+    if not isinstance(model, Student):
+        return model, list(windows)
+    return model.binary_form(), [encode_input(w, model.config) for w in windows]
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -486,6 +567,7 @@ def describe(model: Student) -> dict[str, Any]:
         "past_ms": samples_to_ms(model.left_context),
         "lookahead_ms": model.lookahead_ms,
         "smoothing": model.config.smoothing,
+        "input_encoding": model.config.input_encoding,
     }
 
 

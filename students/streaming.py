@@ -95,6 +95,7 @@ class StreamingStep(nn.Module):
             msg = f"streaming: cells_per_step must be >= 1, got {cells_per_step}"
             raise StreamingError(msg)
         self.cells_per_step = int(cells_per_step)
+        self.input_encoding = model.input_encoding  # identity for linear students and binary forms
         self.frontend = model.frontend
         self.context = model.context
         self.bottleneck = model.bottleneck
@@ -137,7 +138,7 @@ class StreamingStep(nn.Module):
         self, cells: torch.Tensor, states: Sequence[torch.Tensor]
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """New states for ``cells`` [1, 64 n] (any n), plus the head history [1, C, head_span + n]."""
-        x = cells.unsqueeze(1)
+        x = self.input_encoding(cells).unsqueeze(1)
         for conv in self.frontend:
             x = F.relu(conv(x))
         new_states = []

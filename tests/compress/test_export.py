@@ -180,3 +180,29 @@ def test_quantized_onnx_carries_the_chosen_weight_rounding(tmp_path, rounding):
         differs += int(steps.max() > 0.5)  # some weight sits a whole grid step away from nearest rounding
     assert differs == (0 if rounding == "nearest" else 5)
     assert json.loads(card_path(path).read_text())["export_config"]["weight_rounding"] == rounding
+
+
+def test_mulaw_student_binaries_take_companded_audio_and_say_so(tmp_path):
+    from students.model import encode_input
+
+    model = tiny_student(input_encoding="mulaw")
+    w = model.window_samples
+    calib, held = speechlike(32, w, 0), speechlike(16, w, 1)
+    config = ex.ExportConfig(formats=("onnx", "tflite"), dtypes=("fp32", "int8"))
+    paths = ex.export(model, calib, held, tmp_path, name="m", config=config)
+    assert len(paths) == 4
+    with torch.no_grad():
+        reference = model(torch.from_numpy(held)).numpy()
+    for path in paths:
+        card = json.loads(card_path(path).read_text())
+        assert card["input"]["encoding"]["type"] == "mulaw" and card["input"]["encoding"]["mu"] == 255.0
+        assert "mu-law" in card["input"]["meaning"]
+        assert card["parity"]["max_abs_diff"] <= card["parity"]["tolerance"]
+    fp32 = tmp_path / "m.fp32.onnx"
+    # the binary leaves the companding to the host: fed encoded audio it is the model, fed raw audio it is not
+    assert np.abs(ex.run_binary(fp32, encode_input(held, model.config)) - reference).max() < 1e-4
+    assert np.abs(ex.run_binary(fp32, held) - reference).max() > 0.01
+    plain = json.loads(
+        card_path(ex.export(tiny_student(), calib, held, tmp_path, name="l", config=config)[0]).read_text()
+    )
+    assert plain["input"]["encoding"] == {"type": "linear"}

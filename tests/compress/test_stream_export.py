@@ -21,7 +21,7 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _model() -> Student:
+def _model(**overrides) -> Student:
     torch.manual_seed(0)
     cfg = preset(
         "realtime",
@@ -29,6 +29,7 @@ def _model() -> Student:
         context_channels=(16, 16),
         head_hidden=(8,),
         head_bottleneck=8,
+        **overrides,
     )
     model = Student(cfg).eval()
     with torch.no_grad():
@@ -144,3 +145,26 @@ def test_onnx_fp32_pair_of_8_cell_blocks_matches_the_windowed_model(tmp_path) ->
         windowed = model.forward_full(torch.from_numpy(audio)[None], anchors, pad=True)[0].numpy()
     assert streamed.shape == windowed.shape == (219, 52)
     assert np.abs(streamed - windowed).max() <= 1e-5
+
+
+def test_mulaw_student_streams_from_its_card_with_host_side_companding(tmp_path) -> None:
+    model = _model(input_encoding="mulaw")
+    (card,) = export_streaming(
+        model,
+        [_audio(1, 1.0)],
+        _audio(2, 1.5),
+        tmp_path,
+        name="mu",
+        config=ExportConfig(formats=("tflite",), dtypes=("fp32",)),
+    )
+    data = json.loads(card.read_text())
+    assert data["input_encoding"]["type"] == "mulaw" and "mu-law" in data["input_meaning"]
+    assert data["parity"]["max_abs_diff"] <= 1e-5  # exported step graph fed companded cells = windowed model
+    spec = importlib.util.spec_from_file_location("stream_example", ROOT / "docs" / "stream_example.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    audio = 0.05 * _audio(3, 1.2)
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, audio, 16000, subtype="FLOAT")
+    expected = _streamed(model, audio)
+    assert np.abs(example.stream(str(card), str(wav)) - expected).max() <= 1e-5

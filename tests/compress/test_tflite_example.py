@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -16,7 +17,8 @@ from teacher.constants import frame_anchors, num_frames
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "tflite_example.py"
 
 
-def test_card_only_example_matches_the_pytorch_student(tmp_path):
+@pytest.mark.parametrize("encoding", ["linear", "mulaw"])
+def test_card_only_example_matches_the_pytorch_student(tmp_path, encoding):
     torch.manual_seed(0)
     config = StudentConfig(
         name="t",
@@ -27,6 +29,7 @@ def test_card_only_example_matches_the_pytorch_student(tmp_path):
         context_dilations=(1,),
         head_hidden=(16,),
         channel_names=("jawOpen", "mouthClose", "mouthFunnel"),
+        input_encoding=encoding,
     )
     model = Student(config).eval()
     rng = np.random.default_rng(0)

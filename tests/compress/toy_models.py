@@ -8,7 +8,9 @@ import torch
 from students.model import Student, StudentConfig
 
 
-def tiny_student(seed: int = 0, *, frontend: tuple[int, int, int] = (8, 8, 16)) -> Student:
+def tiny_student(
+    seed: int = 0, *, frontend: tuple[int, int, int] = (8, 8, 16), input_encoding: str = "linear"
+) -> Student:
     """A 4-channel student with a 64 ms window (random weights, eval mode)."""
     torch.manual_seed(seed)
     config = StudentConfig(
@@ -20,6 +22,7 @@ def tiny_student(seed: int = 0, *, frontend: tuple[int, int, int] = (8, 8, 16)) 
         context_dilations=(1,),
         head_hidden=(16,),
         channel_names=("jawOpen", "mouthClose", "mouthFunnel", "mouthPucker"),
+        input_encoding=input_encoding,
     )
     return Student(config).eval()
 

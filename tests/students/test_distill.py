@@ -156,3 +156,22 @@ def test_closure_weight_scales_the_closure_channel_error():
     assert weighted.item() == pytest.approx(0.25 * 4 / 6)
     with pytest.raises(DistillError, match="weights"):
         DistillConfig(closure_weight=-1.0)
+
+
+def test_cli_trains_a_preset_on_mulaw_input(synthetic, tmp_path) -> None:
+    from compress.cli import main
+
+    settings = json.dumps({**FAST, "stage1": "edge", "steps": {"edge": 10}})
+    rc = main(
+        ["distill", "--pseudo", str(synthetic["pseudo"]), "--presets", "edge", "--mulaw", "edge"]
+        + ["--config", settings, "--no-test", "--out", str(tmp_path)]
+    )
+    assert rc == 0
+    model = load_student(tmp_path / "edge" / "student.pt")
+    assert model.config.input_encoding == "mulaw"
+    card = json.loads((tmp_path / "edge" / "card.json").read_text())
+    assert card["distill_config"]["overrides"] == {"edge": {"input_encoding": "mulaw"}}
+    assert (
+        main(["distill", "--pseudo", str(synthetic["pseudo"]), "--mulaw", "huge", "--out", str(tmp_path)])
+        == 2
+    )

@@ -12,6 +12,7 @@ from students.model import (
     StudentConfigError,
     count_params,
     describe,
+    encode_input,
     load_student,
     preset,
     save_student,
@@ -174,3 +175,32 @@ def test_head_bottleneck_starts_as_a_truncated_svd_of_the_source_head(tmp_path) 
     assert Student(preset("edge")).warm_start_from(source) is None
     with pytest.raises(StudentConfigError, match="head_bottleneck"):
         preset("tiny", head_bottleneck=-1)
+
+
+def test_mulaw_input_is_companded_inside_and_left_to_the_host_in_the_binary_form(tmp_path) -> None:
+    model = _model("edge", input_encoding="mulaw")
+    linear = _model("edge")  # same seed: the very same weights
+    x = (torch.randn(4, model.window_samples) * torch.tensor([[0.01], [0.05], [0.2], [0.6]])).clamp(-1, 1)
+    y = encode_input(x, model.config)
+    # G.711 mu-law: odd, monotone, [-1, 1] -> [-1, 1], and quiet samples get most of the range
+    assert torch.allclose(-encode_input(-x, model.config), y) and float(y.abs().max()) <= 1.0
+    assert float(encode_input(torch.tensor([0.01]), model.config)) == pytest.approx(0.2285, abs=1e-3)
+    assert np.allclose(encode_input(x.numpy(), model.config), y.numpy(), atol=1e-6)
+    with torch.no_grad():
+        out = model(x)
+        assert torch.equal(out, linear(y))  # the model reads the companded audio ...
+        assert (
+            torch.equal(linear.input_encoding(x), x) and (y - x).abs().max() > 0.1
+        )  # ... not the linear one
+        binary = model.binary_form()
+        assert binary.config.input_encoding == "linear" and binary.binary_form() is binary
+        assert torch.allclose(binary(y), out, atol=1e-6)  # the exported form takes companded audio
+        assert linear.binary_form() is linear
+    path = tmp_path / "m.pt"
+    save_student(path, model)
+    back = load_student(path)
+    assert back.config.input_encoding == "mulaw" and back.config.input_mu == 255.0
+    with torch.no_grad():
+        assert torch.equal(back(x), out)
+    with pytest.raises(StudentConfigError, match="input_encoding 'alaw' unknown"):
+        preset("edge", input_encoding="alaw")

@@ -32,12 +32,13 @@ CASES = {
     "realtime60": {**NARROW, "fps": 60, "head_hidden": ()},  # 60 fps, no hidden head layer
     "edge": {},
     "causal": {},  # zero lookahead: frame 0 is due before any audio arrives
+    "edge-mulaw": {"input_encoding": "mulaw"},  # companded input: the stream compands each block
 }
 
 
 def _model(case: str) -> Student:
     torch.manual_seed(0)
-    model = Student(preset(case.removesuffix("60"), **CASES[case])).eval()
+    model = Student(preset(case.removesuffix("60").split("-")[0], **CASES[case])).eval()
     with torch.no_grad():  # weights large enough that every sample reaches the output
         for p in model.parameters():
             p.normal_(0.0, 0.5 / max(1, p[0].numel()) ** 0.5 if p.dim() > 1 else 0.1)
