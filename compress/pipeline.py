@@ -61,7 +61,9 @@ class RunConfig:
         "causal",
         "small",
     )  # exported as binaries
-    prune: dict[str, float] = field(default_factory=lambda: {"tiny": 0.5})  # preset -> channel ratio removed
+    # preset -> ratio of channels removed. tiny at 30 %: its a16w8 binary is well inside the 0.25 MB target either
+    # way, and 50 % cost +12.3 % test MSE in the stop-13 reference run, over the 10 % limit
+    prune: dict[str, float] = field(default_factory=lambda: {"tiny": 0.3})
     # preset -> QAT steps: a "<preset>-qat" variant (fake-quantized fine-tune towards its float self on
     # pseudo-labeled audio) is shipped as full int8. edge-mulaw's int8 TFLite failed PTQ parity at 0.024 and
     # passed at 0.017 after 1 000 QAT steps in an exploratory run; reports/bench/mulaw.txt measures it.
