@@ -196,6 +196,16 @@ def _scaled(widths: tuple[int, ...], factor: float) -> tuple[int, ...]:
 
 
 _SMALL = StudentConfig()
+_EDGE = StudentConfig(
+    name="edge",
+    past_ms=192.0,
+    future_ms=32.0,
+    frontend_channels=(16, 32, 32),
+    context_channels=(32, 32),
+    context_dilations=(2, 4),
+    head_bottleneck=16,  # as tiny: 0.560 -> 0.552 x mean (reference runs) with 43 k instead of 48 k params
+    head_hidden=(40,),
+)
 PRESETS: dict[str, StudentConfig] = {
     "small": _SMALL,
     # small's conv widths x 0.25; small's head scaled the same way (20 hidden units on 64 channels x 122 positions)
@@ -214,29 +224,10 @@ PRESETS: dict[str, StudentConfig] = {
     "realtime": replace(
         _SMALL, name="realtime", past_ms=448.0, future_ms=64.0, smoothing=True, head_bottleneck=64
     ),
-    "edge": StudentConfig(
-        name="edge",
-        past_ms=192.0,
-        future_ms=32.0,
-        frontend_channels=(16, 32, 32),
-        context_channels=(32, 32),
-        context_dilations=(2, 4),
-        head_bottleneck=16,  # as tiny: 0.560 -> 0.552 x mean (reference runs) with 43 k instead of 48 k params
-        head_hidden=(40,),
-    ),
+    "edge": _EDGE,
     # ours: edge's layers reading mu-law companded audio (G.711 mu = 255), so that it quantizes to full int8
     # (int8 activations, for int8-only NPUs and DSPs): bench/bench_mulaw.py measures the trade
-    "edge-mulaw": StudentConfig(
-        name="edge-mulaw",
-        past_ms=192.0,
-        future_ms=32.0,
-        frontend_channels=(16, 32, 32),
-        context_channels=(32, 32),
-        context_dilations=(2, 4),
-        head_bottleneck=16,
-        head_hidden=(40,),
-        input_encoding="mulaw",
-    ),
+    "edge-mulaw": replace(_EDGE, name="edge-mulaw", input_encoding="mulaw"),
     "causal": StudentConfig(
         name="causal",
         past_ms=320.0,
