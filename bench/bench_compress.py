@@ -31,6 +31,14 @@ from teacher.fsutil import sha256_file
 PRODUCT_INT8_GATE = 0.02  # the parity gate shipped binaries must pass (compress.export default)
 
 
+def _made_from(path: Path, made_from: dict) -> bool:
+    """Whether ``path`` is a pruned student of this very checkpoint and prune config (else it is made again)."""
+    if not path.is_file():
+        return False
+    saved = torch.load(path, weights_only=True)
+    return all(saved.get(k) == v for k, v in made_from.items())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -63,12 +71,13 @@ def main() -> None:
         calib, _ = split_windows(calib_split, model, part="calib", count=512)
         heldout, _ = split_windows(calib_split, model, part="heldout", count=64, seed=1)
         pruned_path = args.out / f"{preset}-pruned.pt"
-        if preset in args.prune.split(",") and not pruned_path.is_file():
-            config = PruneConfig(
-                ratio=args.ratio, round_to=4, finetune_steps=args.finetune_steps
-            )  # as compress run
+        config = PruneConfig(
+            ratio=args.ratio, round_to=4, finetune_steps=args.finetune_steps
+        )  # as compress run
+        made_from = {"parent_sha256": sha256_file(ckpt), "prune_config": config.to_dict()}
+        if preset in args.prune.split(",") and not _made_from(pruned_path, made_from):
             windows, _ = split_windows(audio_split, model, part="calib", count=args.finetune_windows)
-            save_student(pruned_path, prune(model, windows, config=config), parent_sha256=sha256_file(ckpt))
+            save_student(pruned_path, prune(model, windows, config=config), **made_from)
         variants = {"base": (model, ckpt)}
         if preset in args.prune.split(","):
             variants["pruned"] = (load_student(pruned_path), pruned_path)

@@ -375,7 +375,7 @@ def _pruned(ckpt: Path, ratio: float, audio_split, config: RunConfig) -> Path:
     """Prune ``ckpt`` and fine-tune it against its unpruned self on windows of ``audio_split`` (the pseudo-labeled
     audio: large and diverse; its labels are not used). Windows of the small labeled split recover far less
     (tiny, 50 %, test MSE vs unpruned: +42 % in bench_compress at a859a2e, 300 steps on labeled windows; +8.7 %
-    with these settings at 6cf0582, +9.4 % for the bottlenecked tiny in reports/bench/compress.txt)."""
+    with these settings at 6cf0582). The stop-14 reference run's 30 % pruned tiny: +6.7 % (reports/)."""
     out = ckpt.with_name(f"student-pruned{round(ratio * 100)}.pt")
     parent = sha256_file(ckpt)
     if out.is_file() and torch.load(out, weights_only=True).get("parent_sha256") == parent:
