@@ -125,3 +125,40 @@ def test_gptq_rounding_beats_nearest_on_held_out_windows():
 def test_unknown_rounding_is_refused():
     with pytest.raises(QuantizeError, match="unknown weight rounding"):
         round_weights(tiny_student(), np.zeros((1, 1), np.float32), method="stochastic")
+
+
+def test_run_pipeline_qat_variant_is_made_once_per_parent_and_exports_int8(tmp_path):
+    import json
+
+    from compress.card import card_path
+    from compress.pipeline import RunConfig, _qat, _ship_one
+    from students.data import Split
+    from students.model import load_student, save_student
+
+    model = tiny_student(input_encoding="mulaw")
+    ckpt = tmp_path / "student.pt"
+    save_student(ckpt, model)
+    rng = np.random.default_rng(0)
+    audio = [speechlike(1, 8000, i)[0] for i in range(4)]
+    targets = [rng.uniform(0, 1, (15, 4)).astype(np.float32) for _ in audio]
+    split = Split("toy", audio, targets, [[] for _ in audio], 30, list(model.config.channel_names), "x")
+    config = RunConfig.quick_config()
+    path = _qat(ckpt, 5, split, config)
+    assert path.name == "student-qat.pt" and load_student(path).config.input_encoding == "mulaw"
+    stamp = path.stat().st_mtime_ns
+    assert _qat(ckpt, 5, split, config) == path and path.stat().st_mtime_ns == stamp  # reused, not retrained
+    save_student(ckpt, tiny_student(seed=1, input_encoding="mulaw"))  # a new parent: made again
+    assert _qat(ckpt, 5, split, config).stat().st_mtime_ns != stamp
+    refusals = _ship_one(
+        load_student(path), path, "toy-qat", tmp_path / "bin", split, split, config,
+        extra={"qat": True}, dtypes=("int8",),
+    )  # fmt: skip
+    written = sorted(p.name for p in (tmp_path / "bin").glob("*.tflite")) + sorted(
+        p.name for p in (tmp_path / "bin").glob("*.onnx")
+    )
+    assert sorted(written + [r["binary"] for r in refusals]) == ["toy-qat.int8.onnx", "toy-qat.int8.tflite"]
+    for name in written:
+        card = json.loads(card_path(tmp_path / "bin" / name).read_text())
+        assert (
+            card["dtype"] == "int8" and card["input"]["encoding"]["type"] == "mulaw" and card["qat"] is True
+        )
