@@ -25,18 +25,10 @@ from compress.cmd_compress import evaluate_binary, split_windows
 from compress.export import DTYPES, FORMATS, ExportConfig, export_each
 from compress.prune import PruneConfig, prune
 from students.data import load_split
-from students.model import count_params, load_student, save_student
+from students.model import count_params, load_student, save_student, saved_with
 from teacher.fsutil import sha256_file
 
 PRODUCT_INT8_GATE = 0.02  # the parity gate shipped binaries must pass (compress.export default)
-
-
-def _made_from(path: Path, made_from: dict) -> bool:
-    """Whether ``path`` is a pruned student of this very checkpoint and prune config (else it is made again)."""
-    if not path.is_file():
-        return False
-    saved = torch.load(path, weights_only=True)
-    return all(saved.get(k) == v for k, v in made_from.items())
 
 
 def main() -> None:
@@ -75,7 +67,7 @@ def main() -> None:
             ratio=args.ratio, round_to=4, finetune_steps=args.finetune_steps
         )  # as compress run
         made_from = {"parent_sha256": sha256_file(ckpt), "prune_config": config.to_dict()}
-        if preset in args.prune.split(",") and not _made_from(pruned_path, made_from):
+        if preset in args.prune.split(",") and not saved_with(pruned_path, **made_from):
             windows, _ = split_windows(audio_split, model, part="calib", count=args.finetune_windows)
             save_student(pruned_path, prune(model, windows, config=config), **made_from)
         variants = {"base": (model, ckpt)}

@@ -39,11 +39,10 @@ INPUT_MEANING = {
 def input_encoding(model: nn.Module) -> dict[str, Any]:
     """What the host does to the audio before the binary's input (``{"type": "linear"}`` = nothing)."""
     cfg = model.config
-    kind = getattr(cfg, "input_encoding", "linear")
-    if kind == "linear":
+    if cfg.input_encoding == "linear":
         return {"type": "linear"}
     return {
-        "type": kind,
+        "type": cfg.input_encoding,
         "mu": float(cfg.input_mu),
         "formula": "y = sign(x) * log(1 + mu * abs(x)) / log(1 + mu), elementwise on every sample of the window",
     }
@@ -112,6 +111,7 @@ def build_card(
     window = timing["window_samples"]
     params = sum(p.numel() for p in model.parameters())
     scheme = quantization_scheme(fmt, dtype)
+    encoding = input_encoding(model)
     card = {
         "card_version": CARD_VERSION,
         "format": fmt,
@@ -124,8 +124,8 @@ def build_card(
             "shape": [1, window],
             "dtype": io_quant.get("input", {}).get("dtype", "float32"),
             "quantization": io_quant.get("input"),
-            "meaning": INPUT_MEANING[input_encoding(model)["type"]],
-            "encoding": input_encoding(model),
+            "meaning": INPUT_MEANING[encoding["type"]],
+            "encoding": encoding,
             "sample_rate": timing["sample_rate"],
             "window_samples": window,
             "past_ms": timing["past_ms"],

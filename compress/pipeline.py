@@ -28,7 +28,7 @@ from compress.report import collect_results, save_example, write_report
 from compress.stream_export import export_streaming
 from students.data import load_split
 from students.distill import DistillConfig, distill
-from students.model import load_student, save_student
+from students.model import load_student, save_student, saved_with
 from teacher.constants import frame_anchors
 from teacher.corpus import CorpusConfig, build_corpus
 from teacher.dataset import Dataset
@@ -378,7 +378,7 @@ def _pruned(ckpt: Path, ratio: float, audio_split, config: RunConfig) -> Path:
     with these settings at 6cf0582). The stop-14 reference run's 30 % pruned tiny: +6.7 % (reports/)."""
     out = ckpt.with_name(f"student-pruned{round(ratio * 100)}.pt")
     parent = sha256_file(ckpt)
-    if out.is_file() and torch.load(out, weights_only=True).get("parent_sha256") == parent:
+    if saved_with(out, parent_sha256=parent):
         return out
     model = load_student(ckpt)
     count, steps = (512, 40) if config.quick else (16384, 3000)
@@ -394,7 +394,7 @@ def _qat(ckpt: Path, steps: int, audio_split, config: RunConfig) -> Path:
     ``student-qat.pt`` with the parent's hash, and reused while that hash matches."""
     out = ckpt.with_name("student-qat.pt")
     parent = sha256_file(ckpt)
-    if out.is_file() and torch.load(out, weights_only=True).get("parent_sha256") == parent:
+    if saved_with(out, parent_sha256=parent):
         return out
     model = load_student(ckpt)
     count, steps = (256, min(steps, 20)) if config.quick else (4096, steps)

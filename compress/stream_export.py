@@ -34,7 +34,6 @@ from compress.export import (
     SUFFIX,
     ExportConfig,
     ExportError,
-    as_binary,
     check_int8,
     check_parity,
     grid_weights,
@@ -43,7 +42,7 @@ from compress.export import (
 )
 from compress.quantize import check_keep_float, pt2e_quantizer
 from students.data import utterance_windows
-from students.model import Student
+from students.model import Student, as_binary
 from students.streaming import (
     CELL,
     StreamingHead,
@@ -107,7 +106,7 @@ def export_streaming(
     with torch.no_grad():
         anchors = torch.from_numpy(frame_anchors(frames, model.config.fps))
         reference = model.forward_full(torch.from_numpy(heldout)[None], anchors, pad=True)[0].numpy()
-    # the graphs take encoded audio (identity for linear students; see compress.export.as_binary)
+    # the graphs take encoded audio (identity for linear students; see students.model.as_binary)
     source, (heldout, *calib_audio) = as_binary(model, heldout, *calib_audio)
     step, head = StreamingStep(source, cells_per_step=block_cells), StreamingHead(source)
     quantized: dict[str, nn.Module] | None = None  # graphs of the int8-grid model (made on first use)
@@ -418,6 +417,7 @@ def stream_card(
             }
         )
     smoothing = int(model.config.smoothing_step)
+    encoding = input_encoding(model)
     return {
         "card_version": CARD_VERSION,
         "kind": "streaming",
@@ -444,8 +444,8 @@ def stream_card(
         "sample_rate": timing["sample_rate"],
         "input_meaning": f"cells: mono PCM in [-1, 1], the next {step.block_samples} samples "
         f"({step.cells_per_step} cells of {CELL}) of the stream"
-        + ("" if input_encoding(model)["type"] == "linear" else ", mu-law companded as input_encoding says"),
-        "input_encoding": input_encoding(model),
+        + ("" if encoding["type"] == "linear" else ", mu-law companded as input_encoding says"),
+        "input_encoding": encoding,
         "output": {"name": CURVES_OUTPUT, "channel_names": timing["channel_names"], "range": [0.0, 1.0]},
         "schedule": {
             "fps": timing["fps"],

@@ -571,6 +571,15 @@ def save_student(path: str | os.PathLike, model: Student, **extra: Any) -> None:
     )
 
 
+def saved_with(path: str | os.PathLike, **extra: Any) -> bool:
+    """Whether ``path`` is a checkpoint saved with these ``save_student`` extras (e.g. the parent's hash): a
+    derived checkpoint (pruned, QAT-tuned) is reused while it was made from the same parent and settings."""
+    if not Path(path).is_file():
+        return False
+    saved = torch.load(path, weights_only=True)
+    return all(saved.get(k) == v for k, v in extra.items())
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The raw checkpoint dict (weights_only load: plain tensors and JSON-like values only)."""
     path = Path(path)
