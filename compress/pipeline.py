@@ -65,8 +65,8 @@ class RunConfig:
     # way, and 50 % cost +12.3 % test MSE in the stop-13 reference run, over the 10 % limit
     prune: dict[str, float] = field(default_factory=lambda: {"tiny": 0.3})
     # preset -> QAT steps: a "<preset>-qat" variant (fake-quantized fine-tune towards its float self on
-    # pseudo-labeled audio) is shipped as full int8. edge-mulaw's int8 TFLite failed PTQ parity at 0.024 and
-    # passed at 0.017 after 1 000 QAT steps in an exploratory run; reports/bench/mulaw.txt measures it.
+    # pseudo-labeled audio) is shipped as int8. In the stop-14 reference run (reports/summary.json) edge-mulaw's
+    # int8 TFLite passed parity at 0.017 without QAT and 0.014 with it, each with frontend.1 kept float.
     qat: dict[str, int] = field(default_factory=lambda: {"edge-mulaw": 1000})
     streaming: tuple[str, ...] = ("tiny", "realtime")
     budgets: tuple[str, ...] = ("paper-tiny", "mobile", "wearable")
