@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from students.model import LOGMEL_FLOOR, LOGMEL_SCALE
 from teacher.constants import ANCHOR_QUANTUM, SAMPLE_RATE, samples_to_ms
 from teacher.fsutil import sha256_file
 
@@ -34,6 +35,22 @@ INPUT_MEANING = {
         "input.encoding); integer inputs are round(y / scale) + zero_point"
     ),
 }
+
+
+def frontend(model: nn.Module) -> dict[str, Any]:
+    """What the binary's first layers compute from the audio (the host feeds audio either way)."""
+    cfg = getattr(model, "config", None)
+    if cfg is None or getattr(cfg, "frontend", "waveform") == "waveform":
+        return {"type": "waveform", "meaning": "learned convolutions read the audio samples directly"}
+    return {
+        "type": cfg.frontend,
+        "window_samples": cfg.logmel_samples,
+        "hop_samples": ANCHOR_QUANTUM,
+        "bands": cfg.logmel_bands,
+        "meaning": "inside the binary, fixed: Hamming-windowed DFT conv, power, mel filter conv, "
+        f"(log(power + {LOGMEL_FLOOR:g}) - {model.logmel.center:.4f}) * {LOGMEL_SCALE:g}; it stays float in "
+        "quantized binaries (see quantization.keep_float)",
+    }
 
 
 def input_encoding(model: nn.Module) -> dict[str, Any]:
@@ -143,6 +160,7 @@ def build_card(
             "fps": timing["fps"],
         },
         "lookahead_ms": timing["lookahead_ms"],
+        "frontend": frontend(model),
         "frame_mapping": {
             "anchor_quantum_samples": ANCHOR_QUANTUM,
             "formula": "anchor_k = 64 * ((2 * k * 16000 + fps * 64) // (2 * fps * 64)); window_k = audio[anchor_k - past_samples : anchor_k + future_samples] (zero-padded)",

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from students.distill import DistillConfig, distill
-from students.model import PRESETS, Student, describe
+from students.model import PRESETS, Student, describe, preset
 from teacher.constants import samples_to_ms
 from teacher.errors import FacedistillError
 from teacher.metrics import format_metrics
@@ -62,6 +62,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "parity; see bench/bench_mulaw.py)",
     )
     p.add_argument(
+        "--logmel",
+        help="comma-separated presets whose waveform frontend convs are replaced by the fixed log-mel filterbank "
+        "(16 ms window, 64 bands) and one 1x1 conv of the preset's last frontend width (as tiny-mel is to tiny)",
+    )
+    p.add_argument(
         "--quick", action="store_true", help="5 %% of the steps: a smoke run in a couple of minutes"
     )
     p.add_argument(
@@ -101,6 +106,11 @@ def _distill_config(args: argparse.Namespace) -> DistillConfig:
         overrides = data.setdefault("overrides", {})
         for name in (p.strip() for p in args.mulaw.split(",") if p.strip()):
             overrides.setdefault(name, {})["input_encoding"] = "mulaw"
+    if args.logmel:
+        overrides = data.setdefault("overrides", {})
+        for name in (p.strip() for p in args.logmel.split(",") if p.strip()):
+            width = preset(name).frontend_channels[-1]  # refuses an unknown preset by name
+            overrides.setdefault(name, {}).update(frontend="logmel", strides=[1], frontend_channels=[width])
     if args.steps is not None:
         data["steps"] = {}
         data["default_steps"] = args.steps
@@ -138,12 +148,13 @@ def cmd_students(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{'preset':<11} {'params':>10} {'fp32 bytes':>12} {'window ms':>10} {'past ms':>8} {'lookahead ms':>13}"
-        "  input"
+        "  input   frontend"
     )
     for r in rows:
         window_ms = samples_to_ms(r["window_samples"])
+        fixed = f" ({r['fixed_params']:,} fixed params)" if r["fixed_params"] else ""
         print(
             f"{r['name']:<11} {r['params']:>10,} {r['fp32_bytes']:>12,} {window_ms:>10g} {r['past_ms']:>8g} "
-            f"{r['lookahead_ms']:>13g}  {r['input_encoding']}"
+            f"{r['lookahead_ms']:>13g}  {r['input_encoding']:<7} {r['frontend']}{fixed}"
         )
     return 0

@@ -17,6 +17,7 @@ binary whose conv weights stayed float, or any binary whose outputs drift past t
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
 import io
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 
 from compress.card import build_card, card_path
-from compress.quantize import ROUNDINGS, quantize_pt2e, round_weights
+from compress.quantize import ROUNDINGS, always_float, float_layers, quantize_pt2e, round_weights
 from students.model import as_binary
 from teacher.errors import FacedistillError
 from teacher.fsutil import atomic_path, atomic_write_json, sha256_file
@@ -137,20 +138,27 @@ def export(
             if not force and _up_to_date(path, parent_sha256, config):
                 written.append(path)
                 continue
+            # quantized binaries keep config.keep_float and the model's fixed float preprocessing (a log-mel
+            # filterbank) in float
+            keep = (
+                tuple(dict.fromkeys(always_float(binary_model) + config.keep_float))
+                if dtype in QUANTIZED
+                else ()
+            )
             with atomic_path(path) as tmp:
-                source = binary_model if dtype == "fp32" else grid_weights(binary_model, calib, config)
-                io_quant = _write_binary(source, fmt, dtype, calib, tmp, keep_float=config.keep_float)
+                source = binary_model if dtype == "fp32" else grid_weights(binary_model, calib, config, keep)
+                io_quant = _write_binary(source, fmt, dtype, calib, tmp, keep_float=keep)
                 outputs = run_binary(tmp, heldout)
                 parity = check_parity(path, outputs, reference, tolerance=config.tolerance(dtype))
                 if dtype in QUANTIZED:
-                    check_int8(tmp, path, keep_float=config.keep_float)
+                    check_int8(tmp, path, keep_float=tuple(float_layers(binary_model, keep)))
                 card = build_card(
                     model,
                     tmp,
                     fmt=fmt,
                     dtype=dtype,
                     io_quant=io_quant,
-                    keep_float=config.keep_float if dtype in QUANTIZED else (),
+                    keep_float=keep,
                     parity=parity,
                     parent_sha256=parent_sha256,
                     quality=None if quality_fn is None else quality_fn(tmp),
@@ -189,13 +197,17 @@ def export_each(
     return paths, refused
 
 
-def grid_weights(model: nn.Module, calib: np.ndarray, config: ExportConfig) -> nn.Module:
+def grid_weights(
+    model: nn.Module, calib: np.ndarray, config: ExportConfig, keep_float: tuple[str, ...] | None = None
+) -> nn.Module:
     """The model a quantized binary is built from: weights already on the int8 grid, rounded by
-    ``config.weight_rounding`` on the calibration windows, except ``keep_float`` layers (left as they are)."""
+    ``config.weight_rounding`` on the calibration windows, except ``keep_float`` modules (default
+    ``config.keep_float``), left as they are."""
+    keep = config.keep_float if keep_float is None else keep_float
     rounded = round_weights(model, calib, method=config.weight_rounding)
     source = dict(model.named_modules())
     for name, module in rounded.named_modules():
-        if name in config.keep_float:
+        if name in keep:
             module.load_state_dict(source[name].state_dict())
     return rounded.eval()
 
@@ -366,16 +378,29 @@ def quantize_tflite_a16w8(
 
 
 def onnx_nodes_of(model_proto: Any, modules: tuple[str, ...]) -> list[str]:
-    """Names of the ONNX weight nodes that implement the given PyTorch modules (matched by weight name)."""
-    nodes = {}
+    """Names of the ONNX nodes that implement the given PyTorch modules: the weight node of a layer (matched by
+    weight name), and for a module holding several layers (``"logmel"``) every node the exporter recorded under
+    that module's scope (``pkg.torch.onnx.name_scopes``), so the ops between its layers stay float too."""
+    nodes: dict[str, list[str]] = {}
     for node in model_proto.graph.node:
         if node.op_type in WEIGHT_OPS_ONNX and len(node.input) > 1:
-            nodes[_module_of_weight(node.input[1])] = node.name
+            nodes.setdefault(_module_of_weight(node.input[1]), []).append(node.name)
+    for node in model_proto.graph.node:
+        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
+        if scopes is None:
+            continue
+        try:
+            names = ast.literal_eval(scopes)
+        except (ValueError, SyntaxError):
+            continue
+        for m in modules:
+            if m in names and node.name not in nodes.get(m, []):
+                nodes.setdefault(m, []).append(node.name)
     missing = [m for m in modules if m not in nodes]
     if missing:
         msg = f"keep_float names {missing} are not weight layers of this model; layers: {sorted(nodes)}"
         raise ExportError(msg)
-    return [nodes[m] for m in modules]
+    return [name for m in modules for name in nodes[m]]
 
 
 def _module_of_weight(name: str) -> str:

@@ -52,9 +52,10 @@ class RunConfig:
     quick: bool = False
     seed: int = 0
     teacher_epochs: int | None = None  # None: the teacher's default (quick: 6)
-    presets: tuple[str, ...] = ("small", "tiny", "realtime", "edge", "edge-mulaw", "causal")
+    presets: tuple[str, ...] = ("small", "tiny", "tiny-mel", "realtime", "edge", "edge-mulaw", "causal")
     ship: tuple[str, ...] = (
         "tiny",
+        "tiny-mel",
         "realtime",
         "edge",
         "edge-mulaw",
@@ -92,7 +93,8 @@ class RunConfig:
         return cls(
             **{
                 "quick": True,
-                "ship": ("tiny", "edge-mulaw"),  # edge-mulaw: the mu-law input + QAT int8 path end to end
+                # edge-mulaw: the mu-law input + QAT int8 path end to end; tiny-mel: a log-mel frontend kept float
+                "ship": ("tiny", "tiny-mel", "edge-mulaw"),
                 "streaming": ("tiny",),
                 "profile_runs": 200,
                 "max_keep_float": 1,

@@ -105,7 +105,8 @@ def prune(
         importance=importance,
         pruning_ratio=config.ratio,
         iterative_steps=config.iterative_steps,
-        ignored_layers=[student.out],
+        # the rig channels, and a fixed log-mel filterbank (exact math, not fitted channels), are never pruned
+        ignored_layers=[student.out, *([student.logmel] if student.logmel is not None else [])],
         round_to=config.round_to,
     )
     generator = torch.Generator().manual_seed(config.seed)

@@ -62,9 +62,26 @@ def weight_layers(model: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)}
 
 
+def in_modules(name: str, modules: tuple[str, ...]) -> bool:
+    """Whether module ``name`` is one of ``modules`` or inside one of them (``"logmel.dft"`` is in ``"logmel"``)."""
+    return any(name == m or name.startswith(m + ".") for m in modules)
+
+
+def always_float(model: nn.Module) -> tuple[str, ...]:
+    """Modules that every quantized binary of ``model`` keeps in float, whatever ``keep_float`` says: a student's
+    fixed log-mel filterbank (``"logmel"``), whose power spectrum spans far more than 8 or 16 bits and whose log
+    needs float. It is preprocessing, not a trained layer; cards list it under ``keep_float``."""
+    return ("logmel",) if getattr(model, "logmel", None) is not None else ()
+
+
+def float_layers(model: nn.Module, keep_float: tuple[str, ...]) -> list[str]:
+    """The weight layers that ``keep_float`` (module names, e.g. ``"head.2"`` or ``"logmel"``) leaves in float."""
+    return [name for name in weight_layers(model) if in_modules(name, keep_float)]
+
+
 def check_keep_float(model: nn.Module, keep_float: tuple[str, ...]) -> None:
     layers = weight_layers(model)
-    missing = [name for name in keep_float if name not in layers]
+    missing = [name for name in keep_float if not any(in_modules(layer, (name,)) for layer in layers)]
     if missing:
         msg = f"keep_float {missing} are not weight layers of this model; choose from {sorted(layers)}"
         raise QuantizeError(msg)
@@ -286,7 +303,8 @@ def round_weights(
     * ``"gptq"``: GPTQ (Frantar et al., 2023): layer by layer in forward order, round one input column at a time
       and push its rounding error onto the not-yet-rounded columns through the inverse Hessian of the layer's
       inputs, which the already-rounded layers produce on ``windows`` [N, W] (real audio windows). Layers whose
-      input has more than ``max_columns`` entries (channels x kernel) fall back to nearest rounding.
+      input has more than ``max_columns`` entries (channels x kernel), and fixed (untrained) layers such as a
+      log-mel filterbank, fall back to nearest rounding.
 
     The exporters then re-derive the same scales and round these weights to exactly these integers, so the binary
     carries the chosen rounding; parity is still measured against the original float model. With int16
@@ -316,9 +334,9 @@ def _round(model: nn.Module, x: torch.Tensor, method: str, damp: float, max_colu
     for layer in weight_layers(model).values():
         weight = layer.weight.detach().reshape(layer.weight.shape[0], -1).double()
         scale = _weight_scale(weight)
-        hessian = (
-            _input_hessian(model, layer, x) if method == "gptq" and weight.shape[1] <= max_columns else None
-        )
+        # fixed layers (a log-mel filterbank) are exact math, not fitted weights: nearest rounding, no GPTQ
+        gptq = method == "gptq" and layer.weight.requires_grad and weight.shape[1] <= max_columns
+        hessian = _input_hessian(model, layer, x) if gptq else None
         if hessian is None:
             rounded = _to_grid(weight, scale[:, None])
         else:

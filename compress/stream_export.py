@@ -40,7 +40,7 @@ from compress.export import (
     quantize_onnx_qdq,
     quantize_tflite_a16w8,
 )
-from compress.quantize import check_keep_float, pt2e_quantizer
+from compress.quantize import always_float, check_keep_float, float_layers, pt2e_quantizer
 from students.data import utterance_windows
 from students.model import Student, as_binary
 from students.streaming import (
@@ -120,6 +120,7 @@ def export_streaming(
     names = {"step": _step_names(step), "head": ([step.state_names()[-1]], [CURVES_OUTPUT])}
     out_dir = Path(out_dir)
     cards = []
+    keep_all = tuple(dict.fromkeys(always_float(source) + config.keep_float))  # + a log-mel filterbank
     for fmt in config.formats:
         for dtype in config.dtypes:
             stem = f"{name}.stream.{dtype}"
@@ -128,13 +129,15 @@ def export_streaming(
                 tmps = {"step": tmp_step, "head": tmp_head}
                 io_names = {}
                 if dtype in QUANTIZED and quantized is None:
-                    rounded = grid_weights(source, _calibration_windows(source, calib_audio), config)
+                    rounded = grid_weights(
+                        source, _calibration_windows(source, calib_audio), config, keep_all
+                    )
                     quantized = {
                         "step": StreamingStep(rounded, cells_per_step=block_cells),
                         "head": StreamingHead(rounded),
                     }
                 for g, (module, example) in graphs.items():
-                    keep = _keep_float_in(module, config.keep_float) if dtype in QUANTIZED else ()
+                    keep = _keep_float_in(module, keep_all) if dtype in QUANTIZED else ()
                     _write_graph(
                         quantized[g] if dtype in QUANTIZED else module,
                         example,
@@ -146,7 +149,7 @@ def export_streaming(
                         keep_float=keep,
                     )
                     if dtype in QUANTIZED:
-                        check_int8(tmps[g], paths[g], keep_float=keep)
+                        check_int8(tmps[g], paths[g], keep_float=tuple(float_layers(module, keep)))
                     io_names[g] = binary_io(tmps[g], names[g])
                 step_fn, head_fn = binary_step_functions(tmps["step"], tmps["head"], io_names)
                 streamed = run_stream(
@@ -161,7 +164,7 @@ def export_streaming(
                 parity["seconds"] = len(heldout) / model_timing(model)["sample_rate"]
                 card = stream_card(
                     model, step, {g: (paths[g].name, tmps[g]) for g in graphs}, io_names, initial,
-                    fmt=fmt, dtype=dtype, parity=parity, keep_float=config.keep_float if dtype in QUANTIZED else (),
+                    fmt=fmt, dtype=dtype, parity=parity, keep_float=keep_all if dtype in QUANTIZED else (),
                     parent_sha256=parent_sha256, export_config=config.to_dict(), extra=extra,
                 )  # fmt: skip
             path = card_path(out_dir / f"{stem}{SUFFIX[fmt]}")

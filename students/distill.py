@@ -72,6 +72,7 @@ DEFAULT_STEPS = {
     "realtime": 600,
     "edge": 4000,
     "edge-mulaw": 4000,
+    "tiny-mel": 4000,
     "causal": 4000,
 }
 
@@ -85,7 +86,7 @@ class DistillConfig:
     """Everything that decides a distillation run; saved with every checkpoint and card."""
 
     version: int = DISTILL_VERSION
-    presets: tuple[str, ...] = ("small", "tiny", "realtime", "edge", "edge-mulaw", "causal")
+    presets: tuple[str, ...] = ("small", "tiny", "tiny-mel", "realtime", "edge", "edge-mulaw", "causal")
     stage1: str = "small"  # trained on pseudo-labels alone, then the frozen second teacher
     steps: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_STEPS))
     default_steps: int = 600  # for presets missing from ``steps``

@@ -3,7 +3,10 @@
 A student is three stacks of *valid* (unpadded) 1-D convolutions and nothing else (no normalisation, no state):
 
 * **frontend** -- strided convs with kernel == stride (non-overlapping, e.g. 4, 4, 4), whose strides multiply to
-  exactly ``ANCHOR_QUANTUM`` = 64 samples, so every later layer runs on the 4 ms anchor grid;
+  exactly ``ANCHOR_QUANTUM`` = 64 samples, so every later layer runs on the 4 ms anchor grid. Optionally
+  (``frontend="logmel"``) a fixed log-mel filterbank (:class:`LogMel`: a Hamming-windowed DFT conv of 16 ms at hop
+  64, power, a mel conv, log) comes first and the learned frontend convs are 1x1; its window ends at the cell's
+  last sample, so it adds past context, not lookahead;
 * **context** -- stride-1, kernel-3 dilated convs on that grid;
 * optional **bottleneck** -- a linear 1x1 conv to ``head_bottleneck`` channels (makes the head, and so a streamed
   frame, cheaper);
@@ -35,6 +38,8 @@ realtime    1 203 652   4 814 608     80 ms       448 ms past / 64 ms future + 1
 edge        43 356      173 424       32 ms       ours: <= 50 k params, 192 ms past / 32 ms future; bottleneck 16
 edge-mulaw  43 356      173 424       32 ms       ours: edge reading mu-law companded audio, so it quantizes to full
                                                   int8 (int8 activations too); see bench/bench_mulaw.py
+tiny-mel    259 740     1 038 960     256 ms      tiny's widths behind the fixed log-mel filterbank (74 304 of the
+                                                  params are its fixed DFT and mel filters; 185 436 are trained)
 causal      153 460     613 840       0 ms        ours: 320 ms past, no future audio at all; bottleneck 32
 ==========  ==========  ============  ==========  ================================================================
 """
@@ -67,6 +72,12 @@ from teacher.fsutil import atomic_torch_save
 CONFIG_VERSION = 1
 CHECKPOINT_FORMAT = "facedistill-student"
 INPUT_ENCODINGS = ("linear", "mulaw")
+FRONTENDS = ("waveform", "logmel")
+LOGMEL_FLOOR = 1e-6  # added to the mel power before the log (silence reads log(1e-6) = -13.8)
+# log-mel features are (log(power + floor) - centre) * 0.25, the centre halfway between silence (the floor) and a
+# full-scale tone (LogMel.center): speech then spans about [-2.8, 2.8] with no large common offset. Without the
+# centre (all features around -2) a causal student's head died in its first steps (scratch run, stop 15)
+LOGMEL_SCALE = 0.25
 
 
 class StudentConfigError(FacedistillError, ValueError):
@@ -94,6 +105,13 @@ class StudentConfig:
     # sign(x) ln(1 + mu |x|) / ln(1 + mu), applied by the host before a binary's input; see encode_input)
     input_encoding: str = "linear"
     input_mu: float = 255.0
+    # "waveform": the learned frontend convs read the audio (the paper's student). "logmel": a fixed log-mel
+    # filterbank (Hamming-windowed DFT conv of logmel_ms, hop 64 samples, power, triangular mel conv, log) reads it
+    # and the learned frontend convs are 1x1 (strides all 1); see LogMel. The window ends at the cell's last sample,
+    # so it adds past context only, never lookahead.
+    frontend: str = "waveform"
+    logmel_ms: float = 16.0
+    logmel_bands: int = 64
 
     def __post_init__(self) -> None:
         for key in ("strides", "frontend_channels", "context_channels", "context_dilations", "head_hidden"):
@@ -109,12 +127,27 @@ class StudentConfig:
         if not self.strides or len(self.strides) != len(self.frontend_channels):
             msg = f"{where}: need one frontend channel count per stride, got {self.strides} / {self.frontend_channels}"
             raise StudentConfigError(msg)
+        if self.frontend not in FRONTENDS:
+            msg = f"{where}: frontend {self.frontend!r} unknown; choose from {', '.join(FRONTENDS)}"
+            raise StudentConfigError(msg)
         prod = 1
         for s in self.strides:
             prod *= s
-        if prod != ANCHOR_QUANTUM or min(self.strides) < 1:
-            msg = f"{where}: strides {self.strides} multiply to {prod}, must be exactly {ANCHOR_QUANTUM} samples"
+        need = 1 if self.frontend == "logmel" else ANCHOR_QUANTUM  # the log-mel filterbank hops the 64 itself
+        if prod != need or min(self.strides) < 1:
+            msg = f"{where}: strides {self.strides} multiply to {prod}, must be exactly {need} samples"
+            if self.frontend == "logmel":
+                msg += " (a logmel frontend hops 64 samples itself, so its learned frontend convs are 1x1)"
             raise StudentConfigError(msg)
+        if self.frontend == "logmel":
+            quantum_ms = samples_to_ms(ANCHOR_QUANTUM)
+            ratio = self.logmel_ms / quantum_ms
+            if ratio < 1 or abs(ratio - round(ratio)) > 1e-9:
+                msg = f"{where}: logmel_ms={self.logmel_ms} must be a positive multiple of {quantum_ms:g} ms"
+                raise StudentConfigError(msg)
+            if not 1 <= self.logmel_bands <= self.logmel_samples // 2:
+                msg = f"{where}: logmel_bands must be in [1, {self.logmel_samples // 2}], got {self.logmel_bands}"
+                raise StudentConfigError(msg)
         if len(self.context_channels) != len(self.context_dilations):
             msg = f"{where}: {len(self.context_channels)} context channel counts vs {len(self.context_dilations)} dilations"
             raise StudentConfigError(msg)
@@ -157,9 +190,19 @@ class StudentConfig:
         return ms_to_samples(self.future_ms)
 
     @property
+    def logmel_samples(self) -> int:
+        """DFT window of the log-mel frontend in samples (0 for a waveform frontend)."""
+        return ms_to_samples(self.logmel_ms) if self.frontend == "logmel" else 0
+
+    @property
+    def frontend_receptive_field(self) -> int:
+        """Samples one frontend output (one position of the 64-sample grid) reads: 64, or the log-mel window."""
+        return max(ANCHOR_QUANTUM, self.logmel_samples)
+
+    @property
     def encoder_receptive_field(self) -> int:
-        """Samples one encoder (frontend + context) output reads: 64 + 64 * sum(2 * dilation)."""
-        return ANCHOR_QUANTUM * (1 + sum(2 * d for d in self.context_dilations))
+        """Samples one encoder (frontend + context) output reads: frontend field + 64 * sum(2 * dilation)."""
+        return self.frontend_receptive_field + ANCHOR_QUANTUM * sum(2 * d for d in self.context_dilations)
 
     @property
     def head_kernel(self) -> int:
@@ -228,6 +271,18 @@ PRESETS: dict[str, StudentConfig] = {
     # ours: edge's layers reading mu-law companded audio (G.711 mu = 255), so that it quantizes to full int8
     # (int8 activations, for int8-only NPUs and DSPs): bench/bench_mulaw.py measures the trade
     "edge-mulaw": replace(_EDGE, name="edge-mulaw", input_encoding="mulaw"),
+    # tiny's widths behind a fixed log-mel filterbank (16 ms Hamming window, hop 4 ms, 64 bands) instead of the raw-
+    # waveform convs: the issue's "log-mel front end computed by fixed convolutions", to compare with the paper's tiny
+    "tiny-mel": replace(
+        _SMALL,
+        name="tiny-mel",
+        frontend="logmel",
+        strides=(1,),
+        frontend_channels=(64,),
+        context_channels=_scaled(_SMALL.context_channels, 0.25),
+        head_bottleneck=32,
+        head_hidden=_scaled(_SMALL.head_hidden, 0.5),
+    ),
     "causal": StudentConfig(
         name="causal",
         past_ms=320.0,
@@ -276,6 +331,67 @@ class InputEncoding(nn.Module):
         return encode_input(audio, self.config)
 
 
+def mel_filters(n_fft: int, bands: int, *, fmin: float = 50.0, fmax: float = SAMPLE_RATE / 2) -> np.ndarray:
+    """Triangular filters ``[bands, n_fft // 2 + 1]`` on the HTK mel scale (peak 1), spaced evenly from fmin to fmax.
+
+    Filters narrower than a DFT bin still get their nearest bin, so no band is empty."""
+
+    def hz_to_mel(f: np.ndarray) -> np.ndarray:
+        return 2595.0 * np.log10(1.0 + f / 700.0)
+
+    def mel_to_hz(m: np.ndarray) -> np.ndarray:
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+    edges = mel_to_hz(np.linspace(hz_to_mel(np.float64(fmin)), hz_to_mel(np.float64(fmax)), bands + 2))
+    bins = np.fft.rfftfreq(n_fft, 1.0 / SAMPLE_RATE)
+    out = np.zeros((bands, len(bins)), np.float64)
+    for i in range(bands):
+        lo, mid, hi = edges[i], edges[i + 1], edges[i + 2]
+        out[i] = np.clip(np.minimum((bins - lo) / (mid - lo), (hi - bins) / (hi - mid)), 0.0, None)
+        if not out[i].any():
+            out[i, int(np.argmin(np.abs(bins - mid)))] = 1.0
+    return out.astype(np.float32)
+
+
+class LogMel(nn.Module):
+    """Fixed log-mel filterbank as two convolutions: ``[B, N] -> [B, bands, N / 64 - (window / 64 - 1)]``.
+
+    ``dft``: a Hamming-windowed real DFT of ``window`` samples at hop 64 (cosine and sine rows, no bias); the power
+    spectrum is cos^2 + sin^2; ``mel``: a 1x1 conv with the triangular mel filters (:func:`mel_filters`); then
+    ``(log(power + LOGMEL_FLOOR) - center) * LOGMEL_SCALE`` (``center``: halfway between the floor and a full-scale
+    tone). Grid position ``q`` reads samples ``[64 q, 64 q + window)``, so the frame ending at
+    a cell's last sample reads only the past of that cell. The weights are fixed (not trained, never pruned) and
+    travel in the state dict and in every binary (the card counts them in its bytes).
+    """
+
+    def __init__(self, config: StudentConfig):
+        super().__init__()
+        n = config.logmel_samples
+        k = np.arange(n)
+        freqs = np.arange(n // 2 + 1)
+        # Hamming (as HTK): its ends weigh 0.08, not 0 as Hann's, so every sample of the kernel measurably moves the
+        # output and the receptive field derived from the kernel is the one the numbers depend on
+        window = 0.54 - 0.46 * np.cos(2 * np.pi * k / (n - 1))
+        angle = 2 * np.pi * np.outer(freqs, k) / n
+        rows = np.concatenate([np.cos(angle) * window, -np.sin(angle) * window])
+        self.bins = len(freqs)
+        self.dft = nn.Conv1d(1, 2 * self.bins, n, stride=ANCHOR_QUANTUM, bias=False)
+        self.mel = nn.Conv1d(self.bins, config.logmel_bands, 1, bias=False)
+        with torch.no_grad():
+            self.dft.weight.copy_(torch.from_numpy(rows[:, None, :].astype(np.float32)))
+            self.mel.weight.copy_(torch.from_numpy(mel_filters(n, config.logmel_bands))[:, :, None])
+        for p in self.parameters():
+            p.requires_grad_(False)
+        # halfway (in log power) between the floor and a full-scale tone on a bin: |z| = sum(window) / 2
+        full_scale = (window.sum() / 2.0) ** 2
+        self.center = float(0.5 * (np.log(LOGMEL_FLOOR) + np.log(full_scale)))
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        z = self.dft(audio.unsqueeze(1))
+        power = z[:, : self.bins].square() + z[:, self.bins :].square()
+        return (torch.log(self.mel(power) + LOGMEL_FLOOR) - self.center) * LOGMEL_SCALE
+
+
 class Student(nn.Module):
     """Conv/FC student: ``forward(window [B, W]) -> [B, C]`` curves in [0, 1] (see the module docstring)."""
 
@@ -283,8 +399,9 @@ class Student(nn.Module):
         super().__init__()
         self.config = config
         self.input_encoding = InputEncoding(config)
+        self.logmel = LogMel(config) if config.frontend == "logmel" else None
         self.frontend = nn.ModuleList()
-        c_in = 1
+        c_in = config.logmel_bands if self.logmel is not None else 1
         for c_out, stride in zip(config.frontend_channels, config.strides):
             self.frontend.append(nn.Conv1d(c_in, c_out, kernel_size=stride, stride=stride))
             c_in = c_out
@@ -303,15 +420,22 @@ class Student(nn.Module):
             self.head.append(nn.Conv1d(c_in, c_out, kernel_size=kernel))
             c_in, kernel = c_out, 1
         self.out = nn.Conv1d(c_in, len(config.channel_names), kernel_size=kernel)
-        for conv in self._layers()[:-1]:  # He init: no normalisation layers, so keep ReLU activations O(1)
+        for conv in self._trained_layers()[
+            :-1
+        ]:  # He init: no normalisation layers, so keep ReLU activations O(1)
             nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
             nn.init.zeros_(conv.bias)
 
     # ---- time accounting (derived from the modules, never typed in) -------------------------------------------
 
     def _layers(self) -> list[nn.Conv1d]:
+        """Every conv on the path from audio to curves, in order (the fixed log-mel DFT first, if any)."""
         neck = [self.bottleneck] if self.bottleneck is not None else []
-        return [*self.frontend, *self.context, *neck, *self.head, self.out]
+        fixed = [self.logmel.dft] if self.logmel is not None else []
+        return [*fixed, *self.frontend, *self.context, *neck, *self.head, self.out]
+
+    def _trained_layers(self) -> list[nn.Conv1d]:
+        return self._layers()[1:] if self.logmel is not None else self._layers()
 
     @property
     def frame_receptive_field(self) -> int:
@@ -361,10 +485,11 @@ class Student(nn.Module):
     def feature_receptive_field(self, name: str) -> int:
         """Samples one grid position of feature ``name`` covers (frontend layers are pooled to the 64 grid)."""
         kind, _, idx = name.partition(".")
-        if kind == "frontend":
-            return ANCHOR_QUANTUM
+        first = self.config.frontend_receptive_field
+        if kind == "frontend" and idx.isdigit() and int(idx) < len(self.frontend):
+            return first
         if kind == "context" and idx.isdigit() and int(idx) < len(self.context):
-            return ANCHOR_QUANTUM * (1 + sum(2 * c.dilation[0] for c in list(self.context)[: int(idx) + 1]))
+            return first + ANCHOR_QUANTUM * sum(2 * c.dilation[0] for c in list(self.context)[: int(idx) + 1])
         msg = f"student {self.config.name!r} has no feature layer {name!r}; it has {', '.join(self.feature_names())}"
         raise StudentConfigError(msg)
 
@@ -378,12 +503,15 @@ class Student(nn.Module):
         Features (if asked) are on the 64-sample grid: frontend layers are average-pooled over each 64-sample cell,
         so position ``q`` of feature ``f`` covers samples ``[64 q, 64 q + feature_receptive_field(f))``.
         """
-        x = self.input_encoding(audio).unsqueeze(1)
+        x = self.input_encoding(audio)
+        x = self.logmel(x) if self.logmel is not None else x.unsqueeze(1)
         feats: dict[str, torch.Tensor] = {}
         for i, conv in enumerate(self.frontend):
             x = F.relu(conv(x))
             if features:
-                pool = ANCHOR_QUANTUM * x.shape[-1] // audio.shape[-1]
+                pool = max(
+                    1, ANCHOR_QUANTUM * x.shape[-1] // audio.shape[-1]
+                )  # log-mel is on the grid already
                 feats[f"frontend.{i}"] = x if pool == 1 else F.avg_pool1d(x, pool)
         for i, conv in enumerate(self.context):
             x = F.relu(conv(x))
@@ -552,13 +680,15 @@ def describe(model: Student) -> dict[str, Any]:
     """Sizes and timing of a student, for cards and tables."""
     return {
         "name": model.config.name,
-        "params": count_params(model),
+        "params": count_params(model),  # all weights in the binary, fixed log-mel filters included
+        "fixed_params": sum(p.numel() for p in model.parameters() if not p.requires_grad),
         "fp32_bytes": fp32_bytes(model),
         "window_samples": model.window_samples,
         "past_ms": samples_to_ms(model.left_context),
         "lookahead_ms": model.lookahead_ms,
         "smoothing": model.config.smoothing,
         "input_encoding": model.config.input_encoding,
+        "frontend": model.config.frontend,
     }
 
 

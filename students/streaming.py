@@ -96,6 +96,9 @@ class StreamingStep(nn.Module):
             raise StreamingError(msg)
         self.cells_per_step = int(cells_per_step)
         self.input_encoding = model.input_encoding  # identity for linear students and binary forms
+        self.logmel = model.logmel
+        # a log-mel frontend reads window - 64 samples before each new cell: they are kept as the first state
+        self.tail = model.config.logmel_samples - CELL if model.logmel is not None else 0
         self.frontend = model.frontend
         self.context = model.context
         self.bottleneck = model.bottleneck
@@ -109,11 +112,21 @@ class StreamingStep(nn.Module):
         return CELL * self.cells_per_step
 
     def state_names(self) -> list[str]:
-        return [f"context{i}_state" for i in range(len(self.context))] + ["head_buffer"]
+        audio = ["audio_tail"] if self.tail else []
+        return [*audio, *(f"context{i}_state" for i in range(len(self.context))), "head_buffer"]
 
     def state_shapes(self) -> list[tuple[int, int, int]]:
+        audio = [(1, 1, self.tail)] if self.tail else []
         shapes = [(1, conv.in_channels, 2 * conv.dilation[0]) for conv in self.context]
-        return [*shapes, (1, self.encoder_channels, self.span)]
+        return [*audio, *shapes, (1, self.encoder_channels, self.span)]
+
+    def _frontend(self, audio: torch.Tensor) -> torch.Tensor:
+        """Input encoding, log-mel (if any) and frontend convs: [1, N] audio -> [1, C, positions]."""
+        x = self.input_encoding(audio)
+        x = self.logmel(x) if self.logmel is not None else x.unsqueeze(1)
+        for conv in self.frontend:
+            x = F.relu(conv(x))
+        return x
 
     def history_shape(self) -> tuple[int, int, int]:
         return (1, self.encoder_channels, self.span + self.cells_per_step)
@@ -122,10 +135,9 @@ class StreamingStep(nn.Module):
     def initial_state(self) -> list[torch.Tensor]:
         """The state after an endless run of zero audio (per channel constant; not zero because of biases)."""
         receptive_cells = 1 + sum(2 * conv.dilation[0] for conv in self.context)
-        x = torch.zeros(1, 1, CELL * receptive_cells, dtype=next(self.parameters()).dtype)
-        for conv in self.frontend:
-            x = F.relu(conv(x))
-        states = []
+        dtype = next(self.parameters()).dtype
+        x = self._frontend(torch.zeros(1, self.tail + CELL * receptive_cells, dtype=dtype))
+        states = [torch.zeros(1, 1, self.tail, dtype=dtype)] if self.tail else []
         for conv in self.context:
             states.append(x[:, :, :1].expand(-1, -1, 2 * conv.dilation[0]).clone())
             x = F.relu(conv(x))
@@ -138,10 +150,14 @@ class StreamingStep(nn.Module):
         self, cells: torch.Tensor, states: Sequence[torch.Tensor]
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """New states for ``cells`` [1, 64 n] (any n), plus the head history [1, C, head_span + n]."""
-        x = self.input_encoding(cells).unsqueeze(1)
-        for conv in self.frontend:
-            x = F.relu(conv(x))
         new_states = []
+        if self.tail:  # the log-mel window of the first new cell starts in the previous block
+            audio = torch.cat([states[0][:, 0], cells], dim=1)
+            new_states.append(audio[:, None, audio.shape[1] - self.tail :])
+            states = states[1:]
+            x = self._frontend(audio)
+        else:
+            x = self._frontend(cells)
         for conv, state in zip(self.context, states):
             x = torch.cat([state, x], dim=2)
             new_states.append(x[:, :, x.shape[2] - state.shape[2] :])

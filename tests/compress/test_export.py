@@ -206,3 +206,27 @@ def test_mulaw_student_binaries_take_companded_audio_and_say_so(tmp_path):
         card_path(ex.export(tiny_student(), calib, held, tmp_path, name="l", config=config)[0]).read_text()
     )
     assert plain["input"]["encoding"] == {"type": "linear"}
+
+
+def test_logmel_student_quantizes_around_its_float_filterbank(tmp_path):
+    """A log-mel student's fixed filterbank (power spectrum, log) stays float in every quantized binary, without
+    being asked; the rest is int8 and the card says so. LiteRT a16w8 cannot keep a module float: refused."""
+    model = tiny_student(frontend=(16,), logmel=True)
+    w = model.window_samples
+    calib, held = speechlike(32, w, 0), speechlike(16, w, 1)
+    config = ex.ExportConfig(formats=("onnx", "tflite"), dtypes=("fp32", "int8"))
+    paths = ex.export(model, calib, held, tmp_path, name="mel", config=config)
+    assert len(paths) == 4
+    for path in paths:
+        card = json.loads(card_path(path).read_text())
+        assert card["parity"]["max_abs_diff"] <= card["parity"]["tolerance"], path.name
+        assert card["frontend"]["type"] == "logmel" and card["frontend"]["bands"] == 16
+        assert card["quantization"]["keep_float"] == ([] if ".fp32." in path.name else ["logmel"])
+    assert ex.onnx_float_weight_layers(tmp_path / "mel.int8.onnx") == ["logmel.dft", "logmel.mel"]
+    assert len(ex.tflite_float_weight_ops(tmp_path / "mel.int8.tflite")) == 2
+    (a16,) = ex.export(
+        model, calib, held, tmp_path, name="mel", config=ex.ExportConfig(("onnx",), ("a16w8",))
+    )
+    assert json.loads(card_path(a16).read_text())["parity"]["max_abs_diff"] <= 0.02
+    with pytest.raises(ex.ExportError, match="keep_float is not supported for TFLite a16w8"):
+        ex.export(model, calib, held, tmp_path, name="mel", config=ex.ExportConfig(("tflite",), ("a16w8",)))

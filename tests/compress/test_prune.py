@@ -53,3 +53,17 @@ def test_taylor_needs_labels_and_runs_with_them():
     assert count_params(pruned) < count_params(model)
     with pytest.raises(PruneError):
         PruneConfig(ratio=1.0)
+
+
+def test_logmel_filterbank_is_never_pruned(tmp_path):
+    model = tiny_student(frontend=(16,), logmel=True)
+    windows = speechlike(32, model.window_samples, 0)
+    pruned = prune(model, windows, config=PruneConfig(ratio=0.5, round_to=4, finetune_steps=3))
+    assert pruned.config.frontend_channels == (8,) and pruned.config.logmel_bands == 16
+    for name in ("dft", "mel"):  # the fixed filters are untouched: same shapes, same values, still fixed
+        before, after = getattr(model.logmel, name).weight, getattr(pruned.logmel, name).weight
+        assert torch.equal(before, after) and not after.requires_grad
+    save_student(tmp_path / "p.pt", pruned)
+    x = torch.from_numpy(speechlike(4, model.window_samples, 1))
+    with torch.no_grad():
+        assert torch.equal(load_student(tmp_path / "p.pt")(x), pruned(x))

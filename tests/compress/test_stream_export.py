@@ -23,17 +23,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _model(**overrides) -> Student:
     torch.manual_seed(0)
-    cfg = preset(
-        "realtime",
-        frontend_channels=(8, 8, 16),
-        context_channels=(16, 16),
-        head_hidden=(8,),
-        head_bottleneck=8,
-        **overrides,
-    )
+    small = dict(frontend_channels=(8, 8, 16), context_channels=(16, 16), head_hidden=(8,), head_bottleneck=8)
+    cfg = preset("realtime", **{**small, **overrides})
     model = Student(cfg).eval()
     with torch.no_grad():
-        for p in model.parameters():
+        for p in (p for p in model.parameters() if p.requires_grad):  # a fixed log-mel filterbank stays
             p.normal_(0.0, 0.5 / max(1, p[0].numel()) ** 0.5 if p.dim() > 1 else 0.1)
     return model
 
@@ -168,3 +162,27 @@ def test_mulaw_student_streams_from_its_card_with_host_side_companding(tmp_path)
     sf.write(wav, audio, 16000, subtype="FLOAT")
     expected = _streamed(model, audio)
     assert np.abs(example.stream(str(card), str(wav)) - expected).max() <= 1e-5
+
+
+def test_logmel_student_streams_from_its_card(tmp_path) -> None:
+    """A log-mel student's step graph carries the last 192 samples as an ``audio_tail`` state; the card names it and
+    the README's streaming example drives it with no facedistill import."""
+    model = _model(frontend="logmel", strides=(1,), frontend_channels=(16,))
+    (card,) = export_streaming(
+        model,
+        [_audio(1, 1.0)],
+        _audio(2, 1.5),
+        tmp_path,
+        name="mel",
+        config=ExportConfig(formats=("tflite",), dtypes=("fp32",)),
+    )
+    data = json.loads(card.read_text())
+    assert data["parity"]["max_abs_diff"] <= 1e-5
+    assert "audio_tail" in json.dumps(data)
+    spec = importlib.util.spec_from_file_location("stream_example", ROOT / "docs" / "stream_example.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    audio = 0.05 * _audio(3, 1.2)
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, audio, 16000, subtype="FLOAT")
+    assert np.abs(example.stream(str(card), str(wav)) - _streamed(model, audio)).max() <= 1e-5

@@ -9,15 +9,22 @@ from students.model import Student, StudentConfig
 
 
 def tiny_student(
-    seed: int = 0, *, frontend: tuple[int, int, int] = (8, 8, 16), input_encoding: str = "linear"
+    seed: int = 0,
+    *,
+    frontend: tuple[int, ...] = (8, 8, 16),
+    input_encoding: str = "linear",
+    logmel: bool = False,
 ) -> Student:
-    """A 4-channel student with a 64 ms window (random weights, eval mode)."""
+    """A 4-channel student with a 64 ms window (random weights, eval mode); ``logmel``: a 16-band log-mel
+    frontend (8 ms window) with one 1x1 conv of ``frontend[-1]`` channels instead of the waveform convs."""
     torch.manual_seed(seed)
+    mel = dict(frontend="logmel", strides=(1,), logmel_ms=8.0, logmel_bands=16) if logmel else {}
     config = StudentConfig(
         name="t",
         past_ms=32.0,
         future_ms=32.0,
-        frontend_channels=frontend,
+        **mel,
+        frontend_channels=frontend[-1:] if logmel else frontend,
         context_channels=(16,),
         context_dilations=(1,),
         head_hidden=(16,),

@@ -175,3 +175,21 @@ def test_cli_trains_a_preset_on_mulaw_input(synthetic, tmp_path) -> None:
         main(["distill", "--pseudo", str(synthetic["pseudo"]), "--mulaw", "huge", "--out", str(tmp_path)])
         == 2
     )
+
+
+def test_cli_trains_a_preset_behind_the_logmel_frontend(synthetic, tmp_path) -> None:
+    from compress.cli import main
+
+    settings = json.dumps({**FAST, "stage1": "edge", "steps": {"edge": 10}})
+    rc = main(
+        ["distill", "--pseudo", str(synthetic["pseudo"]), "--presets", "edge", "--logmel", "edge"]
+        + ["--config", settings, "--no-test", "--out", str(tmp_path)]
+    )
+    assert rc == 0
+    model = load_student(tmp_path / "edge" / "student.pt")
+    assert model.config.frontend == "logmel" and model.config.frontend_channels == (32,)
+    assert model.lookahead_ms == 32.0  # the filterbank reads past audio only: same lookahead as edge
+    assert not any(p.requires_grad for p in model.logmel.parameters())
+    fresh = Student(model.config)  # the filterbank did not train: it is still the fixed one
+    assert all(torch.equal(a, b) for a, b in zip(model.logmel.parameters(), fresh.logmel.parameters()))
+    assert main(["distill", "--pseudo", str(synthetic["pseudo"]), "--logmel", "huge", "--out", str(tmp_path)]) == 2

@@ -25,9 +25,10 @@ torch.set_num_threads(1)
 def _model(name: str, **overrides) -> Student:
     torch.manual_seed(0)
     model = Student(preset(name, **overrides)).eval()
-    # random weights large enough that every input sample reaches the output (default init is tiny after ReLUs)
+    # random weights large enough that every input sample reaches the output (default init is tiny after ReLUs);
+    # fixed weights (the log-mel filterbank) stay as they are
     with torch.no_grad():
-        for p in model.parameters():
+        for p in (p for p in model.parameters() if p.requires_grad):
             p.normal_(0.0, 0.5 / max(1, p[0].numel()) ** 0.5 if p.dim() > 1 else 0.1)
     return model
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from students.model import Student, preset
+from students.model import PRESETS, Student, preset
 from students.streaming import (
     CELL,
     Streamer,
@@ -33,14 +33,17 @@ CASES = {
     "edge": {},
     "causal": {},  # zero lookahead: frame 0 is due before any audio arrives
     "edge-mulaw": {"input_encoding": "mulaw"},  # companded input: the stream compands each block
+    # fixed log-mel frontend: its 16 ms window reaches 192 samples into the previous block (the audio_tail state)
+    "tiny-mel": {"frontend_channels": (16,), "context_channels": (16, 16), "head_hidden": (8,)},
 }
 
 
 def _model(case: str) -> Student:
     torch.manual_seed(0)
-    model = Student(preset(case.removesuffix("60").split("-")[0], **CASES[case])).eval()
-    with torch.no_grad():  # weights large enough that every sample reaches the output
-        for p in model.parameters():
+    name = case if case in PRESETS else case.removesuffix("60").split("-")[0]
+    model = Student(preset(name, **CASES[case])).eval()
+    with torch.no_grad():  # weights large enough that every sample reaches the output (fixed log-mel kept)
+        for p in (p for p in model.parameters() if p.requires_grad):
             p.normal_(0.0, 0.5 / max(1, p[0].numel()) ** 0.5 if p.dim() > 1 else 0.1)
     return model
 
