@@ -23,7 +23,7 @@ from compress.cmd_compress import evaluate_binary, split_windows
 from compress.cmd_profile import run_profile
 from compress.export import ExportConfig, ExportError, export
 from compress.prune import PruneConfig, prune
-from compress.quantize import QuantizeConfig, qat_finetune, sensitivity
+from compress.quantize import QuantizeConfig, always_float, in_modules, qat_finetune, sensitivity
 from compress.report import collect_results, save_example, write_report
 from compress.stream_export import export_streaming
 from students.data import load_split
@@ -302,8 +302,10 @@ def _ranker(model, calib, held):
     cache: list[str] = []
 
     def rank() -> list[str]:
-        if not cache:
-            cache.extend(row["layer"] for row in sensitivity(model, calib(), held()))
+        if not cache:  # layers that stay float anyway (a log-mel filterbank) are no candidates
+            fixed = always_float(model)
+            rows = sensitivity(model, calib(), held())
+            cache.extend(row["layer"] for row in rows if not in_modules(row["layer"], fixed))
         return cache
 
     return rank

@@ -192,4 +192,7 @@ def test_cli_trains_a_preset_behind_the_logmel_frontend(synthetic, tmp_path) -> 
     assert not any(p.requires_grad for p in model.logmel.parameters())
     fresh = Student(model.config)  # the filterbank did not train: it is still the fixed one
     assert all(torch.equal(a, b) for a, b in zip(model.logmel.parameters(), fresh.logmel.parameters()))
-    assert main(["distill", "--pseudo", str(synthetic["pseudo"]), "--logmel", "huge", "--out", str(tmp_path)]) == 2
+    assert (
+        main(["distill", "--pseudo", str(synthetic["pseudo"]), "--logmel", "huge", "--out", str(tmp_path)])
+        == 2
+    )
