@@ -205,3 +205,35 @@ def test_mulaw_input_is_companded_inside_and_left_to_the_host_in_the_binary_form
         assert torch.equal(back(x), out)
     with pytest.raises(StudentConfigError, match="input_encoding 'alaw' unknown"):
         preset("edge", input_encoding="alaw")
+
+
+def test_logmel_frontend_is_the_windowed_dft_power_through_mel_filters() -> None:
+    """The fixed convs compute exactly numpy's Hamming-windowed rfft power, mel-filtered, centred log, per 4 ms cell,
+    each window ending at its cell's last sample; the config refuses what the filterbank cannot do."""
+    from students.model import LOGMEL_FLOOR, LOGMEL_SCALE, LogMel, mel_filters
+
+    config = preset("tiny-mel")
+    fb = LogMel(config)
+    n = config.logmel_samples
+    t = np.arange(16000) / 16000.0
+    audio = (
+        0.3 * np.sin(2 * np.pi * 440.0 * t) + 0.01 * np.random.default_rng(0).standard_normal(16000)
+    ).astype(np.float32)
+    with torch.no_grad():
+        got = fb(torch.from_numpy(audio)[None])[0].numpy()  # [bands, positions]
+    window = np.hamming(n)
+    mel = mel_filters(n, config.logmel_bands)
+    for q in (0, 7, 100, got.shape[1] - 1):
+        frame = audio[ANCHOR_QUANTUM * q : ANCHOR_QUANTUM * q + n].astype(np.float64)
+        power = np.abs(np.fft.rfft(frame * window)) ** 2
+        want = (np.log(mel @ power + LOGMEL_FLOOR) - fb.center) * LOGMEL_SCALE
+        np.testing.assert_allclose(got[:, q], want, atol=2e-3)
+    assert got.shape[1] == (16000 - n) // ANCHOR_QUANTUM + 1
+    peak = int(np.argmax(got[:, 100]))  # the 440 Hz tone lands in the band whose centre is nearest
+    assert abs(np.fft.rfftfreq(n, 1 / 16000)[int(np.argmax(mel[peak]))] - 440.0) < 100.0
+    with pytest.raises(StudentConfigError, match="1x1"):
+        preset("tiny-mel", strides=(4,), frontend_channels=(8,))
+    with pytest.raises(StudentConfigError, match="logmel_ms"):
+        preset("tiny-mel", logmel_ms=10.0)
+    with pytest.raises(StudentConfigError, match="frontend 'fft' unknown"):
+        preset("tiny", frontend="fft")
