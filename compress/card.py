@@ -19,6 +19,16 @@ from teacher.fsutil import sha256_file
 
 CARD_VERSION = 1
 
+# onnxruntime's default int8 conv/matmul kernels on x86-64 CPUs without VNNI (AVX2 only, e.g. AMD EPYC before Zen 4)
+# multiply u8 x s8 pairs with vpmaddubsw, whose int16 pair sums saturate: int8 binaries then drift from their own QDQ
+# arithmetic (a toy mu-law student: max |Δ| 0.071 vs 0.012 with this option, which takes ORT's exact path; CPUs with
+# VNNI and ARM are unaffected). Every facedistill session sets it, and ONNX cards tell engines to (``runtime`` key).
+ORT_SESSION_CONFIG = {"session.x64quantprecision": "1"}
+ORT_RUNTIME_NOTE = (
+    "onnxruntime: set these session config entries (SessionOptions.add_session_config_entry); on x86-64 CPUs "
+    "without VNNI the default int8 kernels saturate and drift from the parity measured here"
+)
+
 FRAME_MAPPING = (
     "Output row k (frame k at `fps`) is computed from the audio window [anchor_k - past_samples, "
     "anchor_k + future_samples) where anchor_k = 64 * floor((2 * k * 16000 + fps * 64) / (2 * fps * 64)) samples (integer division), i.e. the time k/fps "
@@ -37,8 +47,9 @@ INPUT_MEANING = {
 }
 
 
-def frontend(model: nn.Module) -> dict[str, Any]:
-    """What the binary's first layers compute from the audio (the host feeds audio either way)."""
+def frontend(model: nn.Module, weight_only: tuple[str, ...] = ()) -> dict[str, Any]:
+    """What the binary's first layers compute from the audio (the host feeds audio either way); ``weight_only``:
+    the fixed modules whose weights this binary stores as int8."""
     cfg = getattr(model, "config", None)
     if cfg is None or getattr(cfg, "frontend", "waveform") == "waveform":
         return {"type": "waveform", "meaning": "learned convolutions read the audio samples directly"}
@@ -48,8 +59,13 @@ def frontend(model: nn.Module) -> dict[str, Any]:
         "hop_samples": ANCHOR_QUANTUM,
         "bands": cfg.logmel_bands,
         "meaning": "inside the binary, fixed: Hamming-windowed DFT conv, power, mel filter conv, "
-        f"(log(power + {LOGMEL_FLOOR:g}) - {model.logmel.center:.4f}) * {LOGMEL_SCALE:g}; it stays float in "
-        "quantized binaries (see quantization.keep_float)",
+        f"(log(power + {LOGMEL_FLOOR:g}) - {model.logmel.center:.4f}) * {LOGMEL_SCALE:g}; it computes in "
+        "float in quantized binaries (see quantization.keep_float)"
+        + (
+            ", from weights stored as per-channel int8 and dequantized (quantization.weight_only_int8)"
+            if "logmel" in weight_only
+            else ""
+        ),
     }
 
 
@@ -118,6 +134,7 @@ def build_card(
     keep_float: tuple[str, ...],
     parity: dict[str, Any],
     parent_sha256: str | None,
+    weight_only: tuple[str, ...] = (),
     quality: dict[str, Any] | None = None,
     export_config: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
@@ -160,13 +177,21 @@ def build_card(
             "fps": timing["fps"],
         },
         "lookahead_ms": timing["lookahead_ms"],
-        "frontend": frontend(model),
+        "frontend": frontend(model, weight_only),
         "frame_mapping": {
             "anchor_quantum_samples": ANCHOR_QUANTUM,
             "formula": "anchor_k = 64 * ((2 * k * 16000 + fps * 64) // (2 * fps * 64)); window_k = audio[anchor_k - past_samples : anchor_k + future_samples] (zero-padded)",
             "explanation": FRAME_MAPPING,
         },
-        "quantization": {"scheme": scheme, "keep_float": list(keep_float)},
+        "runtime": {"onnxruntime_session_config": ORT_SESSION_CONFIG, "note": ORT_RUNTIME_NOTE}
+        if fmt == "onnx"
+        else {},
+        "quantization": {
+            "scheme": scheme,
+            "keep_float": list(keep_float),
+            # float compute, int8-stored weights (int8 tensor -> dequantize -> float op)
+            "weight_only_int8": list(weight_only),
+        },
         "parent_sha256": parent_sha256,
         "parity": parity,
         "quality": quality,

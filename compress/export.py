@@ -23,7 +23,9 @@ import dataclasses
 import io
 import json
 import os
+import re
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.card import build_card, card_path
+from compress.card import ORT_SESSION_CONFIG, build_card, card_path
 from compress.quantize import ROUNDINGS, always_float, float_layers, quantize_pt2e, round_weights
 from students.model import as_binary
 from teacher.errors import FacedistillError
@@ -42,6 +44,7 @@ from teacher.fsutil import atomic_path, atomic_write_json, sha256_file
 FORMATS = ("onnx", "tflite")
 DTYPES = ("fp32", "int8", "a16w8")
 QUANTIZED = ("int8", "a16w8")
+FIXED_WEIGHTS = ("int8", "fp32")  # how quantized binaries store the weights of fixed float preprocessing
 SUFFIX = {"onnx": ".onnx", "tflite": ".tflite"}
 WEIGHT_OPS_ONNX = ("Conv", "MatMul", "Gemm", "ConvTranspose")
 WEIGHT_OPS_TFLITE = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL")
@@ -70,12 +73,18 @@ class ExportConfig:
     fp32_tolerance: float = 1e-4  # max |Δ| vs the PyTorch float model
     int8_tolerance: float = 0.02  # max |Δ| for every quantized dtype (int8 and a16w8)
     weight_rounding: str = "gptq"  # how float weights become int8 (compress.quantize.round_weights)
+    # quantized binaries compute a fixed log-mel filterbank in float; "int8" stores its weights as per-channel int8
+    # + a dequantize op (weight-only: 4x fewer bytes, same float arithmetic), "fp32" stores them as they are
+    fixed_weights: str = "int8"
     version: int = 1
 
     def __post_init__(self) -> None:
         bad = [f for f in self.formats if f not in FORMATS] + [d for d in self.dtypes if d not in DTYPES]
         if bad or not self.formats or not self.dtypes:
             msg = f"export: unknown or empty formats/dtypes {bad or list(self.formats) + list(self.dtypes)}; choose from {FORMATS} and {DTYPES}"
+            raise ExportError(msg)
+        if self.fixed_weights not in FIXED_WEIGHTS:
+            msg = f"export: unknown fixed_weights {self.fixed_weights!r}; choose from {FIXED_WEIGHTS}"
             raise ExportError(msg)
         if self.weight_rounding not in ROUNDINGS:
             msg = f"export: unknown weight rounding {self.weight_rounding!r}; choose from {ROUNDINGS}"
@@ -139,15 +148,15 @@ def export(
                 written.append(path)
                 continue
             # quantized binaries keep config.keep_float and the model's fixed float preprocessing (a log-mel
-            # filterbank) in float
-            keep = (
-                tuple(dict.fromkeys(always_float(binary_model) + config.keep_float))
-                if dtype in QUANTIZED
-                else ()
-            )
+            # filterbank) in float; the latter's weights are stored as int8 unless config.fixed_weights says fp32
+            fixed = always_float(binary_model) if dtype in QUANTIZED else ()
+            keep = tuple(dict.fromkeys(fixed + config.keep_float))
+            weight_only = fixed if config.fixed_weights == "int8" else ()
             with atomic_path(path) as tmp:
                 source = binary_model if dtype == "fp32" else grid_weights(binary_model, calib, config, keep)
-                io_quant = _write_binary(source, fmt, dtype, calib, tmp, keep_float=keep)
+                io_quant = _write_binary(
+                    source, fmt, dtype, calib, tmp, keep_float=keep, weight_only=weight_only
+                )
                 outputs = run_binary(tmp, heldout)
                 parity = check_parity(path, outputs, reference, tolerance=config.tolerance(dtype))
                 if dtype in QUANTIZED:
@@ -159,6 +168,7 @@ def export(
                     dtype=dtype,
                     io_quant=io_quant,
                     keep_float=keep,
+                    weight_only=weight_only,
                     parity=parity,
                     parent_sha256=parent_sha256,
                     quality=None if quality_fn is None else quality_fn(tmp),
@@ -228,9 +238,18 @@ def _up_to_date(path: Path, parent_sha256: str | None, config: ExportConfig) -> 
 
 
 def _write_binary(
-    model: nn.Module, fmt: str, dtype: str, calib: np.ndarray, path: Path, *, keep_float: tuple[str, ...]
+    model: nn.Module,
+    fmt: str,
+    dtype: str,
+    calib: np.ndarray,
+    path: Path,
+    *,
+    keep_float: tuple[str, ...],
+    weight_only: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Write one binary to ``path``; returns the integer I/O quantization (empty when I/O is float)."""
+    """Write one binary to ``path``; returns the integer I/O quantization (empty when I/O is float).
+
+    ``weight_only`` (a subset of ``keep_float``: fixed float preprocessing) get int8-stored weights, float compute."""
     example = torch.from_numpy(calib[:1])
     if fmt == "onnx":
         _export_onnx_fp32(model, example, path)
@@ -242,12 +261,101 @@ def _write_binary(
     elif dtype == "a16w8":
         _export_tflite(model, example, path, quant_config=None)
         quantize_tflite_a16w8(
-            path, [[calib[i : i + 1]] for i in range(len(calib))], keep_float, audio_inputs=(0,)
+            path,
+            [[calib[i : i + 1]] for i in range(len(calib))],
+            keep_float,
+            audio_inputs=(0,),
+            fixed_scopes=tflite_scopes(model, always_float(model)),
         )
     else:
         quantized, quantizer = quantize_pt2e(model, calib, keep_float=keep_float)
         _export_tflite(quantized, example, path, quant_config=quantizer)
+    if dtype in QUANTIZED and weight_only:
+        int8_weight_only(path, model, weight_only)
     return io_quantization(path)
+
+
+def tflite_scopes(model: nn.Module, modules: tuple[str, ...]) -> tuple[str, ...]:
+    """Regexes matching the LiteRT tensor names of top-level submodules: litert-torch names tensors by the module
+    path as ``<module class>_<attribute>`` (``students.model.LogMel_logmel/...``), with nested containers elided,
+    so only a top-level attribute maps to its tensors unambiguously."""
+    children = dict(model.named_children())
+    scopes = []
+    for name in modules:
+        if name not in children:
+            msg = f"{name!r} is not a top-level module of {type(model).__name__}; LiteRT scopes need one"
+            raise ExportError(msg)
+        cls = type(children[name])
+        scopes.append(re.escape(f"{cls.__module__}.{cls.__qualname__}_{name}") + r"(/|;|$)")
+    return tuple(scopes)
+
+
+def int8_weight_only(path: Path, model: nn.Module, modules: tuple[str, ...]) -> None:
+    """Store the float weights of ``modules`` (left float by the quantizer) as symmetric per-output-channel int8
+    plus a dequantize op, in place; their arithmetic stays float (weight-only quantization). ONNX: an int8
+    initializer -> DequantizeLinear (axis 0) -> Conv; TFLite: ai-edge-quantizer's weight-only recipe on those
+    scopes (int8 buffer -> DEQUANTIZE -> float conv)."""
+    if _binary_format(path) == "onnx":  # quantized graphs lose the exporter's scopes: name the weight layers
+        _int8_weight_only_onnx(path, tuple(float_layers(model, modules)))
+    else:
+        _int8_weight_only_tflite(path, tflite_scopes(model, modules))
+
+
+def _int8_weight_only_onnx(path: Path, modules: tuple[str, ...]) -> None:
+    import onnx
+    from onnx import helper, numpy_helper
+
+    proto = onnx.load(str(path))
+    targets = set(onnx_nodes_of(proto, modules))
+    inits = {init.name: init for init in proto.graph.initializer}
+    dequantize = []
+    for node in proto.graph.node:
+        if node.name not in targets or node.op_type not in WEIGHT_OPS_ONNX or node.input[1] not in inits:
+            continue
+        name = node.input[1]
+        init = inits.pop(name)
+        if init.data_type != onnx.TensorProto.FLOAT:
+            continue
+        w = numpy_helper.to_array(init)
+        peak = np.abs(w.reshape(len(w), -1)).max(axis=1)
+        scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+        shape = (-1,) + (1,) * (w.ndim - 1)
+        q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+        proto.graph.initializer.remove(init)
+        proto.graph.initializer.extend(
+            [
+                numpy_helper.from_array(q, f"{name}_int8"),
+                numpy_helper.from_array(scale, f"{name}_scale"),
+                numpy_helper.from_array(np.zeros(len(w), np.int8), f"{name}_zero_point"),
+            ]
+        )
+        dequantize.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [f"{name}_int8", f"{name}_scale", f"{name}_zero_point"],
+                [name],
+                name=f"{name}_DequantizeLinear",
+                axis=0,
+            )
+        )
+    if not dequantize:
+        msg = f"{path}: no float weights of {list(modules)} to store as int8"
+        raise ExportError(msg)
+    for i, node in enumerate(dequantize):  # before every consumer: graph nodes are in topological order
+        proto.graph.node.insert(i, node)
+    onnx.save(proto, str(path))
+
+
+def _int8_weight_only_tflite(path: Path, scopes: tuple[str, ...]) -> None:
+    from ai_edge_quantizer import quantizer, recipe
+
+    weight_only = recipe.weight_only_wi8_afp32()[0]
+    q = quantizer.Quantizer(path.read_bytes())
+    q.load_quantization_recipe([{**weight_only, "regex": scope} for scope in scopes])
+    with _quiet(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "input model is already partially quantized": the int8 layers stay
+        result = q.quantize()
+    result.export_model(str(path), overwrite=True)
 
 
 def _export_onnx_fp32(model: nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -323,8 +431,9 @@ def quantize_onnx_qdq(
         )
         calibrator.collect_data(_Reader())
         ranges = calibrator.compute_data()
+        audio = audio_tensors(onnx.load(str(pre)), audio_inputs)
         for name, data in list(ranges.items()):
-            low, high = quant_range(*data.range_value, dtype=dtype, audio=name in audio_inputs)
+            low, high = quant_range(*data.range_value, dtype=dtype, audio=name in audio)
             ranges[name] = TensorData(lowest=low, highest=high)
         save_tensors_data(ranges, cache)  # quantize_static takes precomputed ranges only through this cache
         quantize_static(
@@ -340,23 +449,40 @@ def quantize_onnx_qdq(
         )
 
 
+SHAPE_OPS_ONNX = ("Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity", "Transpose", "Expand")
+
+
+def audio_tensors(model_proto: Any, inputs: Iterable[str]) -> set[str]:
+    """The graph inputs ``inputs`` and every tensor that only reshapes them (``Unsqueeze`` and the like): the
+    same samples, so the same [-1, 1] quantization range. Exporter versions differ in where a quantizer first
+    meets the audio (onnx-ir 1.1 emits an Unsqueeze first, and the QDQ pair lands on its output)."""
+    audio = set(inputs)
+    for node in model_proto.graph.node:
+        if node.op_type in SHAPE_OPS_ONNX and node.input and node.input[0] in audio:
+            audio.update(node.output)
+    return audio
+
+
 def quantize_tflite_a16w8(
     path: Path,
     feeds: list[list[np.ndarray]],
     keep_float: tuple[str, ...],
     *,
     audio_inputs: tuple[int, ...] = (),
+    fixed_scopes: tuple[str, ...] = (),
 ) -> None:
     """ai-edge-quantizer ``static_wi8_ai16`` in place: int8 per-channel weights, int16 activations, calibrated on
     ``feeds`` (one list of positional inputs per call) with plain min/max ranges (the library's default moving
     average under-covers rare loud windows, which then clip), set by :func:`quant_range` (positional inputs in
-    ``audio_inputs`` are audio). LiteRT drops module names, so ``keep_float`` cannot be honoured (refused)."""
+    ``audio_inputs`` are audio). Ops under ``fixed_scopes`` (:func:`tflite_scopes` of fixed float preprocessing)
+    are left float. LiteRT names tensors by ``<class>_<attribute>`` with containers elided, so other
+    ``keep_float`` layers cannot be located: with ``keep_float`` beyond those scopes it is refused."""
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import calibrator, quantizer, recipe
     from ai_edge_quantizer.utils import qsv_utils
 
-    if keep_float:
-        msg = f"{path}: keep_float is not supported for TFLite a16w8 (LiteRT keeps no module names)"
+    if len(keep_float) > len(fixed_scopes):
+        msg = f"{path}: keep_float {list(keep_float)} is not supported for TFLite a16w8 (LiteRT keeps no module paths)"
         raise ExportError(msg)
     float_model = path.read_bytes()
     interp = Interpreter(model_content=float_model)
@@ -366,7 +492,8 @@ def quantize_tflite_a16w8(
     runner = interp.get_signature_runner(signature)
     audio = {runner.get_input_details()[names[i]]["name"] for i in audio_inputs}  # their tensor names
     q = quantizer.Quantizer(float_model)
-    q.load_quantization_recipe(recipe.static_wi8_ai16())
+    no_quantize = {"operation": "*", "algorithm_key": "no_quantize", "op_config": {}}
+    q.load_quantization_recipe(recipe.static_wi8_ai16() + [{**no_quantize, "regex": s} for s in fixed_scopes])
     with _quiet():
         calib = calibrator.Calibrator(float_model, num_threads=1, qsv_update_func=qsv_utils.min_max_update)
         calib.calibrate(data, q._recipe_manager)  # the public Quantizer.calibrate has no min/max option
@@ -441,17 +568,25 @@ def _binary_format(path: Path) -> str:
     return "tflite" if head[4:8] == b"TFL3" else "onnx"
 
 
+def ort_session(path: str | os.PathLike, *, threads: int = 1) -> Any:
+    """An onnxruntime CPU session as an engine should make one: ``threads`` threads, ORT_SESSION_CONFIG set."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = threads
+    opts.log_severity_level = 3
+    for key, value in ORT_SESSION_CONFIG.items():
+        opts.add_session_config_entry(key, value)
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
 def run_binary(path: str | os.PathLike, windows: np.ndarray) -> np.ndarray:
     """Run an ONNX or TFLite binary, one window per call with one thread, as an engine would."""
     path = Path(path)
     if _binary_format(path) == "onnx":
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
         try:
-            session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            session = ort_session(path)
             name = session.get_inputs()[0].name
             return np.concatenate([session.run(None, {name: w[None]})[0] for w in windows])
         except Exception as exc:  # onnxruntime raises its own exception types for a bad graph
@@ -548,13 +683,17 @@ def onnx_float_weight_layers(path: Path) -> list[str]:
 
 
 def tflite_float_weight_ops(path: Path) -> list[str]:
-    """Weight ops (conv / fully connected) of a TFLite model whose weight tensor is not int8."""
+    """Weight ops (conv / fully connected) of a TFLite model whose weight tensor is not int8, nor made by a
+    DEQUANTIZE op from an int8 tensor (weight-only int8: stored int8, computed float)."""
     interp = _tflite_interpreter(path)
     details = {d["index"]: d for d in interp.get_tensor_details()}
+    ops = interp._get_ops_details()  # the public API has no per-op view; this is LiteRT's own helper
+    dequantized = {int(op["outputs"][0]): int(op["inputs"][0]) for op in ops if op["op_name"] == "DEQUANTIZE"}
     bad = []
-    for op in interp._get_ops_details():  # the public API has no per-op view; this is LiteRT's own helper
+    for op in ops:
         if op["op_name"] in WEIGHT_OPS_TFLITE:
-            weight = details.get(int(op["inputs"][1]))
+            index = int(op["inputs"][1])
+            weight = details.get(dequantized.get(index, index))
             if weight is None or weight["dtype"] != np.int8:
                 bad.append(f"{op['op_name']}#{op['index']}")
     return bad

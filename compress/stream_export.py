@@ -28,7 +28,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.card import CARD_VERSION, card_path, input_encoding, model_timing, quantization_scheme
+from compress.card import (
+    CARD_VERSION,
+    ORT_RUNTIME_NOTE,
+    ORT_SESSION_CONFIG,
+    card_path,
+    input_encoding,
+    model_timing,
+    quantization_scheme,
+)
 from compress.export import (
     QUANTIZED,
     SUFFIX,
@@ -37,8 +45,11 @@ from compress.export import (
     check_int8,
     check_parity,
     grid_weights,
+    int8_weight_only,
+    ort_session,
     quantize_onnx_qdq,
     quantize_tflite_a16w8,
+    tflite_scopes,
 )
 from compress.quantize import always_float, check_keep_float, float_layers, pt2e_quantizer
 from students.data import utterance_windows
@@ -138,6 +149,7 @@ def export_streaming(
                     }
                 for g, (module, example) in graphs.items():
                     keep = _keep_float_in(module, keep_all) if dtype in QUANTIZED else ()
+                    fixed = _keep_float_in(module, always_float(source)) if dtype in QUANTIZED else ()
                     _write_graph(
                         quantized[g] if dtype in QUANTIZED else module,
                         example,
@@ -147,6 +159,8 @@ def export_streaming(
                         names=names[g],
                         calib=calib[g],
                         keep_float=keep,
+                        fixed=fixed,
+                        weight_only=fixed if config.fixed_weights == "int8" else (),
                     )
                     if dtype in QUANTIZED:
                         check_int8(tmps[g], paths[g], keep_float=tuple(float_layers(module, keep)))
@@ -165,6 +179,7 @@ def export_streaming(
                 card = stream_card(
                     model, step, {g: (paths[g].name, tmps[g]) for g in graphs}, io_names, initial,
                     fmt=fmt, dtype=dtype, parity=parity, keep_float=keep_all if dtype in QUANTIZED else (),
+                    weight_only=always_float(source) if dtype in QUANTIZED and config.fixed_weights == "int8" else (),
                     parent_sha256=parent_sha256, export_config=config.to_dict(), extra=extra,
                 )  # fmt: skip
             path = card_path(out_dir / f"{stem}{SUFFIX[fmt]}")
@@ -244,6 +259,28 @@ def _write_graph(
     names: tuple[list[str], list[str]],
     calib: list[tuple[np.ndarray, ...]],
     keep_float: tuple[str, ...],
+    fixed: tuple[str, ...] = (),
+    weight_only: tuple[str, ...] = (),
+) -> None:
+    """One graph to ``path``; ``fixed``: its fixed float preprocessing (kept float), ``weight_only``: those of them
+    whose weights are stored as int8 (:func:`compress.export.int8_weight_only`)."""
+    _write_graph_binary(module, example, path, fmt=fmt, dtype=dtype, names=names, calib=calib,
+                        keep_float=keep_float, fixed=fixed)  # fmt: skip
+    if dtype in QUANTIZED and weight_only:
+        int8_weight_only(path, module, weight_only)
+
+
+def _write_graph_binary(
+    module: nn.Module,
+    example: tuple[torch.Tensor, ...],
+    path: Path,
+    *,
+    fmt: str,
+    dtype: str,
+    names: tuple[list[str], list[str]],
+    calib: list[tuple[np.ndarray, ...]],
+    keep_float: tuple[str, ...],
+    fixed: tuple[str, ...],
 ) -> None:
     if fmt == "onnx":
         with _quiet():
@@ -273,7 +310,13 @@ def _write_graph(
         litert_torch.convert(module, example, **kwargs).export(str(path))
     if dtype == "a16w8":
         audio = (0,) if names[0][0] == CELLS_INPUT else ()  # the step graph's first input is audio
-        quantize_tflite_a16w8(path, [list(inputs) for inputs in calib], keep_float, audio_inputs=audio)
+        quantize_tflite_a16w8(
+            path,
+            [list(inputs) for inputs in calib],
+            keep_float,
+            audio_inputs=audio,
+            fixed_scopes=tflite_scopes(module, fixed),
+        )
 
 
 def _share_concat_qparams(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
@@ -355,11 +398,7 @@ def binary_function(
     with open(path, "rb") as fh:
         is_tflite = fh.read(8)[4:8] == b"TFL3"
     if not is_tflite:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        session = ort_session(path)
         out_names = [o["tensor"] for o in outs]
         return lambda arrays: session.run(
             out_names, {i["tensor"]: np.ascontiguousarray(a) for i, a in zip(ins, arrays)}
@@ -403,6 +442,7 @@ def stream_card(
     keep_float: tuple[str, ...],
     parent_sha256: str | None,
     export_config: dict[str, Any],
+    weight_only: tuple[str, ...] = (),
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The card of a checked streaming pair (``binaries`` maps graph -> (final file name, current path))."""
@@ -465,9 +505,13 @@ def stream_card(
             "windowed": int(windowed_macs_per_frame(model)),
             "head_runs_per_frame": head_runs_per_frame(model),
         },
+        "runtime": {"onnxruntime_session_config": ORT_SESSION_CONFIG, "note": ORT_RUNTIME_NOTE}
+        if fmt == "onnx"
+        else {},
         "quantization": {
             "scheme": quantization_scheme(fmt, dtype).replace("real audio windows", "streamed audio"),
             "keep_float": list(keep_float),
+            "weight_only_int8": list(weight_only),
         },
         "parity": {
             **parity,

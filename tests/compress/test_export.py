@@ -209,24 +209,46 @@ def test_mulaw_student_binaries_take_companded_audio_and_say_so(tmp_path):
 
 
 def test_logmel_student_quantizes_around_its_float_filterbank(tmp_path):
-    """A log-mel student's fixed filterbank (power spectrum, log) stays float in every quantized binary, without
-    being asked; the rest is int8 and the card says so. LiteRT a16w8 cannot keep a module float: refused."""
+    """A log-mel student's fixed filterbank (power spectrum, log) computes in float in every quantized binary,
+    without being asked, from weights stored as int8 (weight-only: no float weight tensor left anywhere); the rest
+    is int8 and the card says so. ``fixed_weights="fp32"`` stores the filterbank as it is (bigger binary)."""
     model = tiny_student(frontend=(16,), logmel=True)
     w = model.window_samples
     calib, held = speechlike(32, w, 0), speechlike(16, w, 1)
-    config = ex.ExportConfig(formats=("onnx", "tflite"), dtypes=("fp32", "int8"))
+    config = ex.ExportConfig(formats=("onnx", "tflite"), dtypes=("fp32", "int8", "a16w8"))
     paths = ex.export(model, calib, held, tmp_path, name="mel", config=config)
-    assert len(paths) == 4
+    assert len(paths) == 6
     for path in paths:
         card = json.loads(card_path(path).read_text())
         assert card["parity"]["max_abs_diff"] <= card["parity"]["tolerance"], path.name
         assert card["frontend"]["type"] == "logmel" and card["frontend"]["bands"] == 16
-        assert card["quantization"]["keep_float"] == ([] if ".fp32." in path.name else ["logmel"])
-    assert ex.onnx_float_weight_layers(tmp_path / "mel.int8.onnx") == ["logmel.dft", "logmel.mel"]
-    assert len(ex.tflite_float_weight_ops(tmp_path / "mel.int8.tflite")) == 2
-    (a16,) = ex.export(
-        model, calib, held, tmp_path, name="mel", config=ex.ExportConfig(("onnx",), ("a16w8",))
-    )
-    assert json.loads(card_path(a16).read_text())["parity"]["max_abs_diff"] <= 0.02
-    with pytest.raises(ex.ExportError, match="keep_float is not supported for TFLite a16w8"):
-        ex.export(model, calib, held, tmp_path, name="mel", config=ex.ExportConfig(("tflite",), ("a16w8",)))
+        fixed = [] if ".fp32." in path.name else ["logmel"]
+        assert card["quantization"]["keep_float"] == fixed
+        assert card["quantization"]["weight_only_int8"] == fixed
+    for dtype in ("int8", "a16w8"):
+        assert ex.onnx_float_weight_layers(tmp_path / f"mel.{dtype}.onnx") == []
+        assert ex.tflite_float_weight_ops(tmp_path / f"mel.{dtype}.tflite") == []
+    assert ex.onnx_float_weight_layers(tmp_path / "mel.fp32.onnx") != []
+    # the same binaries with the filterbank stored in fp32: its two layers are the only float weights, and they
+    # weigh 4 bytes per weight instead of 1
+    filterbank = model.logmel.dft.weight.numel() + model.logmel.mel.weight.numel()
+    as_is = ex.ExportConfig(formats=("onnx", "tflite"), dtypes=("int8",), fixed_weights="fp32")
+    for path in ex.export(model, calib, held, tmp_path / "fp32fb", name="mel", config=as_is):
+        card = json.loads(card_path(path).read_text())
+        assert card["parity"]["max_abs_diff"] <= 0.02 and card["quantization"]["weight_only_int8"] == []
+        grown = path.stat().st_size - (tmp_path / path.name).stat().st_size
+        assert 2.5 * filterbank < grown < 3.5 * filterbank, (path.name, grown, filterbank)
+    assert ex.onnx_float_weight_layers(tmp_path / "fp32fb" / "mel.int8.onnx") == ["logmel.dft", "logmel.mel"]
+    assert len(ex.tflite_float_weight_ops(tmp_path / "fp32fb" / "mel.int8.tflite")) == 2
+    # TFLite a16w8 locates the filterbank by its top-level scope; other layers cannot be kept float there
+    with pytest.raises(ex.ExportError, match="keep_float .* not supported for TFLite a16w8"):
+        ex.export(
+            model,
+            calib,
+            held,
+            tmp_path,
+            name="mel",
+            config=ex.ExportConfig(("tflite",), ("a16w8",), ("head.0",)),
+        )
+    with pytest.raises(ex.ExportError, match="fixed_weights"):
+        ex.ExportConfig(fixed_weights="int4")
