@@ -45,6 +45,33 @@ def test_all_binaries_match_pytorch_and_int8_is_int8(tmp_path):
     assert "int16 activations" in cards["t.a16w8.tflite"]["quantization"]["scheme"]
     assert len(ex.onnx_float_weight_layers(tmp_path / "t.fp32.onnx")) == 6  # the check sees float weights
     assert (tmp_path / "t.int8.onnx").stat().st_size < 0.7 * (tmp_path / "t.fp32.onnx").stat().st_size
+    # ONNX cards name the session settings the parity was measured with; TFLite cards need none
+    assert cards["t.int8.onnx"]["runtime"]["onnxruntime_session_config"] == {"session.x64quantprecision": "1"}
+    assert cards["t.int8.tflite"]["runtime"] == {}
+    session = ex.ort_session(tmp_path / "t.int8.onnx")
+    assert session.get_session_options().get_session_config_entry("session.x64quantprecision") == "1"
+
+
+def test_audio_range_follows_reshapes_of_the_input():
+    """The [-1, 1] audio contract holds for every tensor that only reshapes the input (the exporter may put an
+    Unsqueeze before the first conv, where the quantizer then meets the audio), and for no computed tensor."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Unsqueeze", ["audio", "axes"], ["u"]),
+        helper.make_node("Reshape", ["u", "shape"], ["r"]),
+        helper.make_node("Conv", ["r", "w"], ["c"]),
+        helper.make_node("Unsqueeze", ["c", "axes"], ["cu"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("audio", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("cu", TensorProto.FLOAT, None)],
+    )
+    assert ex.audio_tensors(helper.make_model(graph), ["audio"]) == {"audio", "u", "r"}
+    low, high = ex.quant_range(np.float32(-0.3), np.float32(0.2), dtype="int8", audio=True)
+    assert (low, high) == (-1.0, 1.0)
 
 
 def test_binary_that_drifts_is_refused_and_not_written(tmp_path, monkeypatch):

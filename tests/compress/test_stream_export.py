@@ -168,16 +168,20 @@ def test_logmel_student_streams_from_its_card(tmp_path) -> None:
     """A log-mel student's step graph carries the last 192 samples as an ``audio_tail`` state; the card names it and
     the README's streaming example drives it with no facedistill import."""
     model = _model(frontend="logmel", strides=(1,), frontend_channels=(16,))
-    (card,) = export_streaming(
+    card, int8 = export_streaming(
         model,
         [_audio(1, 1.0)],
         _audio(2, 1.5),
         tmp_path,
         name="mel",
-        config=ExportConfig(formats=("tflite",), dtypes=("fp32",)),
+        config=ExportConfig(formats=("tflite",), dtypes=("fp32", "int8"), fp32_tolerance=1e-5),
     )
     data = json.loads(card.read_text())
     assert data["parity"]["max_abs_diff"] <= 1e-5
+    # int8: the step graph computes the filterbank in float from int8-stored weights; no float weight is left
+    q = json.loads(int8.read_text())
+    assert q["parity"]["max_abs_diff"] <= 0.02 and q["quantization"]["weight_only_int8"] == ["logmel"]
+    assert tflite_float_weight_ops(tmp_path / q["graphs"]["step"]["file"]) == []
     assert "audio_tail" in json.dumps(data)
     spec = importlib.util.spec_from_file_location("stream_example", ROOT / "docs" / "stream_example.py")
     example = importlib.util.module_from_spec(spec)
