@@ -376,17 +376,25 @@ def _a16w8(write, binary: str) -> list[dict[str, Any]]:
         return [{"binary": binary, "error": str(exc), "keep_float": []}]
 
 
+PRUNE_FINETUNE_WINDOWS, PRUNE_FINETUNE_STEPS = 16384, 3000  # a pruned student's fine-tune (full-size runs)
+
+
+def pruned_path(ckpt: Path, ratio: float) -> Path:
+    """Where ``compress run`` keeps the ``ratio``-pruned, fine-tuned child of the student ``ckpt``."""
+    return ckpt.with_name(f"student-pruned{round(ratio * 100)}.pt")
+
+
 def _pruned(ckpt: Path, ratio: float, audio_split, config: RunConfig) -> Path:
     """Prune ``ckpt`` and fine-tune it against its unpruned self on windows of ``audio_split`` (the pseudo-labeled
     audio: large and diverse; its labels are not used). Windows of the small labeled split recover far less
     (tiny, 50 %, test MSE vs unpruned: +42 % in bench_compress at a859a2e, 300 steps on labeled windows; +8.7 %
     with these settings at 6cf0582). The stop-14 reference run's 30 % pruned tiny: +6.7 % (reports/)."""
-    out = ckpt.with_name(f"student-pruned{round(ratio * 100)}.pt")
+    out = pruned_path(ckpt, ratio)
     parent = sha256_file(ckpt)
     if saved_with(out, parent_sha256=parent):
         return out
     model = load_student(ckpt)
-    count, steps = (512, 40) if config.quick else (16384, 3000)
+    count, steps = (512, 40) if config.quick else (PRUNE_FINETUNE_WINDOWS, PRUNE_FINETUNE_STEPS)
     windows, _ = split_windows(audio_split, model, part="calib", count=count, seed=config.seed)
     pruned = prune(model, windows, config=PruneConfig(ratio=ratio, round_to=4, finetune_steps=steps))
     save_student(out, pruned, parent_sha256=parent)
