@@ -29,6 +29,29 @@ ORT_RUNTIME_NOTE = (
     "without VNNI the default int8 kernels saturate and drift from the parity measured here"
 )
 
+
+def ort_session(path: str | os.PathLike, *, threads: int = 1) -> Any:
+    """An onnxruntime CPU session as an engine should make one (the one parity, quality and the profiler measure):
+    ``threads`` intra/inter-op threads, sequential execution, ORT_SESSION_CONFIG set."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = threads
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    for key, value in ORT_SESSION_CONFIG.items():
+        opts.add_session_config_entry(key, value)
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def runtime_settings(fmt: str) -> dict[str, Any]:
+    """A card's ``runtime`` entry: what an engine must set when it loads a binary of format ``fmt``."""
+    if fmt != "onnx":
+        return {}
+    return {"onnxruntime_session_config": ORT_SESSION_CONFIG, "note": ORT_RUNTIME_NOTE}
+
+
 FRAME_MAPPING = (
     "Output row k (frame k at `fps`) is computed from the audio window [anchor_k - past_samples, "
     "anchor_k + future_samples) where anchor_k = 64 * floor((2 * k * 16000 + fps * 64) / (2 * fps * 64)) samples (integer division), i.e. the time k/fps "
@@ -183,9 +206,7 @@ def build_card(
             "formula": "anchor_k = 64 * ((2 * k * 16000 + fps * 64) // (2 * fps * 64)); window_k = audio[anchor_k - past_samples : anchor_k + future_samples] (zero-padded)",
             "explanation": FRAME_MAPPING,
         },
-        "runtime": {"onnxruntime_session_config": ORT_SESSION_CONFIG, "note": ORT_RUNTIME_NOTE}
-        if fmt == "onnx"
-        else {},
+        "runtime": runtime_settings(fmt),
         "quantization": {
             "scheme": scheme,
             "keep_float": list(keep_float),

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.card import ORT_SESSION_CONFIG, build_card, card_path
+from compress.card import build_card, card_path, ort_session
 from compress.quantize import ROUNDINGS, always_float, float_layers, quantize_pt2e, round_weights
 from students.model import as_binary
 from teacher.errors import FacedistillError
@@ -566,19 +566,6 @@ def _binary_format(path: Path) -> str:
     with open(path, "rb") as fh:
         head = fh.read(8)
     return "tflite" if head[4:8] == b"TFL3" else "onnx"
-
-
-def ort_session(path: str | os.PathLike, *, threads: int = 1) -> Any:
-    """An onnxruntime CPU session as an engine should make one: ``threads`` threads, ORT_SESSION_CONFIG set."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = threads
-    opts.log_severity_level = 3
-    for key, value in ORT_SESSION_CONFIG.items():
-        opts.add_session_config_entry(key, value)
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def run_binary(path: str | os.PathLike, windows: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from compress.card import ORT_SESSION_CONFIG, card_path
+from compress.card import card_path, ort_session
 from teacher.constants import SAMPLE_RATE
 from teacher.errors import FacedistillError
 
@@ -307,16 +307,7 @@ class _Runner:
         self.path = path
         self.format = path.suffix.lstrip(".").lower()
         if self.format == "onnx":
-            import onnxruntime as ort
-
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = threads
-            so.inter_op_num_threads = threads
-            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            so.log_severity_level = 3
-            for key, value in ORT_SESSION_CONFIG.items():  # the exact int8 path the parity gate measured
-                so.add_session_config_entry(key, value)
-            self._sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            self._sess = ort_session(path, threads=threads)  # the exact int8 path the parity gate measured
             self.inputs = [
                 (i.name, tuple(d if isinstance(d, int) else -1 for d in i.shape), _ORT_DTYPES[i.type], None)
                 for i in self._sess.get_inputs()

@@ -30,12 +30,12 @@ from torch import nn
 
 from compress.card import (
     CARD_VERSION,
-    ORT_RUNTIME_NOTE,
-    ORT_SESSION_CONFIG,
     card_path,
     input_encoding,
     model_timing,
+    ort_session,
     quantization_scheme,
+    runtime_settings,
 )
 from compress.export import (
     QUANTIZED,
@@ -46,7 +46,6 @@ from compress.export import (
     check_parity,
     grid_weights,
     int8_weight_only,
-    ort_session,
     quantize_onnx_qdq,
     quantize_tflite_a16w8,
     tflite_scopes,
@@ -264,24 +263,6 @@ def _write_graph(
 ) -> None:
     """One graph to ``path``; ``fixed``: its fixed float preprocessing (kept float), ``weight_only``: those of them
     whose weights are stored as int8 (:func:`compress.export.int8_weight_only`)."""
-    _write_graph_binary(module, example, path, fmt=fmt, dtype=dtype, names=names, calib=calib,
-                        keep_float=keep_float, fixed=fixed)  # fmt: skip
-    if dtype in QUANTIZED and weight_only:
-        int8_weight_only(path, module, weight_only)
-
-
-def _write_graph_binary(
-    module: nn.Module,
-    example: tuple[torch.Tensor, ...],
-    path: Path,
-    *,
-    fmt: str,
-    dtype: str,
-    names: tuple[list[str], list[str]],
-    calib: list[tuple[np.ndarray, ...]],
-    keep_float: tuple[str, ...],
-    fixed: tuple[str, ...],
-) -> None:
     if fmt == "onnx":
         with _quiet():
             program = torch.onnx.export(
@@ -291,7 +272,33 @@ def _write_graph_binary(
         if dtype in QUANTIZED:
             feeds = (dict(zip(names[0], inputs)) for inputs in calib)
             quantize_onnx_qdq(path, feeds, keep_float, dtype=dtype, audio_inputs=(CELLS_INPUT,))
-        return
+    else:
+        _write_tflite_graph(
+            module,
+            example,
+            path,
+            dtype=dtype,
+            audio=names[0][0] == CELLS_INPUT,
+            calib=calib,
+            keep_float=keep_float,
+            fixed=fixed,
+        )
+    if dtype in QUANTIZED and weight_only:
+        int8_weight_only(path, module, weight_only)
+
+
+def _write_tflite_graph(
+    module: nn.Module,
+    example: tuple[torch.Tensor, ...],
+    path: Path,
+    *,
+    dtype: str,
+    audio: bool,
+    calib: list[tuple[np.ndarray, ...]],
+    keep_float: tuple[str, ...],
+    fixed: tuple[str, ...],
+) -> None:
+    """The LiteRT side of :func:`_write_graph`; ``audio``: the graph's first input is audio (the step graph)."""
     import litert_torch
     from litert_torch.quantize.quant_config import QuantConfig
 
@@ -309,12 +316,11 @@ def _write_graph_binary(
     with _quiet():
         litert_torch.convert(module, example, **kwargs).export(str(path))
     if dtype == "a16w8":
-        audio = (0,) if names[0][0] == CELLS_INPUT else ()  # the step graph's first input is audio
         quantize_tflite_a16w8(
             path,
             [list(inputs) for inputs in calib],
             keep_float,
-            audio_inputs=audio,
+            audio_inputs=(0,) if audio else (),
             fixed_scopes=tflite_scopes(module, fixed),
         )
 
@@ -505,9 +511,7 @@ def stream_card(
             "windowed": int(windowed_macs_per_frame(model)),
             "head_runs_per_frame": head_runs_per_frame(model),
         },
-        "runtime": {"onnxruntime_session_config": ORT_SESSION_CONFIG, "note": ORT_RUNTIME_NOTE}
-        if fmt == "onnx"
-        else {},
+        "runtime": runtime_settings(fmt),
         "quantization": {
             "scheme": quantization_scheme(fmt, dtype).replace("real audio windows", "streamed audio"),
             "keep_float": list(keep_float),
