@@ -9,6 +9,10 @@ Ablation on ``tiny`` (same steps each, evaluated on the test split's ground trut
 * ``hybrid fw=W``   -- pseudo-labels + ground truth + feature loss of weight W against the stage-1 ``small``
   (the paper's stage 2), for the weights in ``FEATURE_WEIGHTS``.
 
+Closure sweep (``--parts closure``): one preset (``--preset``, default ``tiny-mel``) at the default settings with
+the closure hinge (``DistillConfig.closure_hinge_weight``) at each of ``--hinge-weights``: the lip-closure vs MSE
+trade-off the hinge buys.
+
 Lookahead sweep: ``tiny`` widths, 256 ms past, future 0 / 16 / 32 / 64 / 128 / 256 ms, pseudo-labels
 (or the labeled split's ground truth if no pseudo-labels exist yet).
 
@@ -60,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--parts", default="ablation,hybrid,sweep", help="comma-separated: ablation, hybrid, sweep"
     )
+    ap.add_argument("--preset", default="tiny-mel", help="preset of the closure sweep")
+    ap.add_argument("--hinge-weights", default="0,0.01,0.03,0.1", help="closure sweep: hinge weights")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args(argv)
@@ -103,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
                     settings=hybrid)  # fmt: skip
         else:
             print(f"{args.small} missing: skipping hybrid (run `compress distill` first)", file=sys.stderr)
+    if "closure" in parts:
+        train = pseudo if pseudo is not None else labeled
+        for weight in (float(w) for w in args.hinge_weights.split(",")):
+            hinge = DistillConfig(**{**settings.to_dict(), "closure_hinge_weight": weight})
+            run(
+                f"{args.preset} hinge {weight:g}", preset(args.preset), train, labeled=labeled, settings=hinge
+            )
     if "sweep" in parts:
         train = pseudo if pseudo is not None else labeled
         source = "pseudo" if pseudo is not None else "labeled"

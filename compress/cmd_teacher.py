@@ -72,6 +72,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"timings (default {TeacherTrainConfig().viseme_weight}; 0 = off)",
     )
     train.add_argument(
+        "--closure-hinge",
+        type=float,
+        help="weight of the closure hinge: on ground-truth closure frames, pull mouthClose above the lip-closure "
+        f"threshold + {TeacherTrainConfig().closure_margin} (default {TeacherTrainConfig().closure_hinge_weight}; "
+        "0 = off)",
+    )
+    train.add_argument(
         "--augment-variants",
         type=int,
         help=f"augmented copies per clip (default {TeacherTrainConfig().augment_variants}, quick 1)",
@@ -142,6 +149,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = replace(config, augment_variants=args.augment_variants)
     if args.viseme_weight is not None:
         config = replace(config, viseme_weight=args.viseme_weight)
+    if args.closure_hinge is not None:
+        config = replace(config, closure_hinge_weight=args.closure_hinge)
     if args.encoder_layers:
         try:
             spec = args.encoder_layers.strip()

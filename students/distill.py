@@ -56,7 +56,7 @@ from teacher.constants import LIP_CLOSURE_CHANNEL
 from teacher.dataset import MANIFEST, DatasetError
 from teacher.errors import FacedistillError
 from teacher.fsutil import atomic_torch_save, atomic_write_json
-from teacher.train import closure_weights
+from teacher.train import closure_hinge, closure_weights
 
 DISTILL_VERSION = 1
 PROGRESS_FORMAT = "facedistill-distill-progress"
@@ -102,6 +102,11 @@ class DistillConfig:
     # bench/bench_distill.py measures 0 vs the default (reports/bench/distill.txt, tiny, pseudo + GT, 1000 steps,
     # test split: lip closure 0.35 -> 0.47 at MSE / mean 0.577 -> 0.584).
     closure_weight: float = 3.0
+    # Closure hinge: on frames where the target's closure channel passes the lip-closure threshold, a squared
+    # hinge pulls the student's closure channel up to threshold + ``closure_margin``. MSE alone shrinks short
+    # peaks under the threshold (the metric counts a bilabial interval as closed only above it).
+    closure_hinge_weight: float = 0.0
+    closure_margin: float = 0.1
     # Feature loss against the stage-1 student. Off by default: on the default corpus every weight tried was
     # neutral or worse for tiny at equal steps (reports/bench/distill.txt, 1000 steps, test MSE / mean: pseudo + GT
     # 0.630, + feature weight 0.001 -> 0.657, 0.1 -> 0.829); bench/bench_distill.py measures it on every run.
@@ -137,7 +142,15 @@ class DistillConfig:
             msg = "distill config: batch sizes, chunk_frames, checkpoint_every and default_steps must be >= 1"
             raise DistillError(msg)
         if (
-            min(self.velocity_weight, self.closure_weight, self.feature_weight, self.labeled_weight, self.lr)
+            min(
+                self.velocity_weight,
+                self.closure_weight,
+                self.closure_hinge_weight,
+                self.closure_margin,
+                self.feature_weight,
+                self.labeled_weight,
+                self.lr,
+            )
             < 0
         ):
             msg = "distill config: weights and lr must be >= 0"
@@ -304,6 +317,17 @@ def train_student(
     optim = torch.optim.Adam(trainee.parameters(), lr=settings.lr)
     start = 0
     weights = None
+    hinge_channel = (
+        list(train.channel_names).index(LIP_CLOSURE_CHANNEL)
+        if settings.closure_hinge_weight > 0 and LIP_CLOSURE_CHANNEL in train.channel_names
+        else None
+    )
+
+    def hinge(p: torch.Tensor, b: Batch) -> torch.Tensor:
+        return settings.closure_hinge_weight * closure_hinge(
+            p, b.targets, b.mask, hinge_channel, settings.closure_margin
+        )
+
     if settings.closure_weight > 0 and LIP_CLOSURE_CHANNEL in train.channel_names:
         weights = closure_weights(train.channel_names, settings.closure_weight)
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
@@ -354,10 +378,16 @@ def train_student(
             gt = gt_sampler.batch(n, rng)
             pred, feats = model(torch.cat([batch.audio, gt.audio]), torch.cat([batch.anchors, gt.anchors]))
             gt_loss, _ = curve_loss(pred[n:], gt, settings.velocity_weight, weights)
+            if hinge_channel is not None:
+                gt_loss = gt_loss + hinge(pred[n:], gt)
             pred, feats = pred[:n], {k: v[:n] for k, v in feats.items()}
         else:
             pred, feats = model(batch.audio, batch.anchors)
         loss, last = curve_loss(pred, batch, settings.velocity_weight, weights)
+        if hinge_channel is not None:
+            h = hinge(pred, batch)
+            loss = loss + h
+            last["hinge"] = h.item()
         if trainee.match:
             k = min(n, settings.feature_chunks)
             f_loss = feature_loss(

@@ -78,3 +78,6 @@ ARKIT_52 = (
 )  # fmt: skip
 assert len(ARKIT_52) == 52
 LIP_CLOSURE_CHANNEL = "mouthClose"
+# A bilabial interval counts as closed when the closure channel exceeds this in at least one frame
+# (teacher.metrics.lip_closure); the students' closure hinge (students.distill) aims just above it.
+LIP_CLOSURE_THRESHOLD = 0.5

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from teacher.constants import LIP_CLOSURE_CHANNEL, frame_anchors
+from teacher.constants import LIP_CLOSURE_CHANNEL, LIP_CLOSURE_THRESHOLD, frame_anchors
 from teacher.dataset import Phoneme
 from teacher.errors import FacedistillError
 from teacher.groundtruth import BILABIAL_VISEME
@@ -62,7 +62,7 @@ def lip_closure_hits(
     phonemes: Sequence[Phoneme],
     *,
     fps: int,
-    threshold: float = 0.5,
+    threshold: float = LIP_CLOSURE_THRESHOLD,
     is_bilabial: Callable[[Phoneme], bool] = is_bilabial,
 ) -> tuple[int, int]:
     """(closed, total) over the bilabial intervals of one utterance.
@@ -90,7 +90,7 @@ def lip_closure(
     phonemes: Sequence[Sequence[Phoneme]],
     *,
     fps: int,
-    threshold: float = 0.5,
+    threshold: float = LIP_CLOSURE_THRESHOLD,
     is_bilabial: Callable[[Phoneme], bool] = is_bilabial,
 ) -> float:
     """Fraction of bilabial intervals closed, pooled over utterances (curves are [F] closure channels); NaN if none."""
@@ -117,7 +117,7 @@ def evaluate(
     fps: int,
     mean_vector: np.ndarray | None = None,
     closure_channel: str = LIP_CLOSURE_CHANNEL,
-    closure_threshold: float = 0.5,
+    closure_threshold: float = LIP_CLOSURE_THRESHOLD,
     is_bilabial: Callable[[Phoneme], bool] = is_bilabial,
 ) -> dict:
     """Every metric of predictions against ground truth, pooled over utterances (see the module docstring).

@@ -30,7 +30,13 @@ import torch
 from tqdm import tqdm
 
 from teacher.augment import AugmentConfig, apply_augment, draw_augment
-from teacher.constants import LIP_CLOSURE_CHANNEL, frame_anchors, frame_times, num_frames
+from teacher.constants import (
+    LIP_CLOSURE_CHANNEL,
+    LIP_CLOSURE_THRESHOLD,
+    frame_anchors,
+    frame_times,
+    num_frames,
+)
 from teacher.dataset import Dataset, DatasetError, Utterance
 from teacher.encoder import EncoderConfig
 from teacher.features import resample_curves
@@ -68,6 +74,10 @@ class TeacherTrainConfig:
     weight_decay: float = 1e-2
     velocity_weight: float = 2.0  # weight of the MSE between frame-to-frame differences
     closure_weight: float = 2.0  # extra loss weight on the lip-closure channel (its peaks are short)
+    # Closure hinge (``closure_hinge``): weight and margin of the pull above the lip-closure threshold on the
+    # frames where the ground truth's closure channel passes it. 0 turns it off.
+    closure_hinge_weight: float = 0.0
+    closure_margin: float = 0.1
     augment_variants: int = 3  # augmented copies per utterance (0: clean audio only)
     # Multi-task: weight of a frame-wise viseme cross-entropy on the labeled utterances' phoneme timings
     # (a training-only head; pushes the decoder to recognise short bilabials). 0 turns it off.
@@ -91,7 +101,14 @@ class TeacherTrainConfig:
         if (
             self.augment_variants < 0
             or self.lr <= 0
-            or min(self.velocity_weight, self.closure_weight, self.viseme_weight) < 0
+            or min(
+                self.velocity_weight,
+                self.closure_weight,
+                self.viseme_weight,
+                self.closure_hinge_weight,
+                self.closure_margin,
+            )
+            < 0
         ):
             msg = "TeacherTrainConfig: augment_variants >= 0, lr > 0 and loss weights >= 0 are required"
             raise ValueError(msg)
@@ -144,6 +161,27 @@ def closure_weights(channel_names: Sequence[str], closure_weight: float) -> torc
     if LIP_CLOSURE_CHANNEL in channel_names:
         weights[list(channel_names).index(LIP_CLOSURE_CHANNEL)] += closure_weight
     return weights
+
+
+def closure_hinge(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    channel: int,
+    margin: float,
+    threshold: float = LIP_CLOSURE_THRESHOLD,
+) -> torch.Tensor:
+    """Squared shortfall of ``pred``'s closure channel below ``min(target, threshold + margin)``, averaged over the
+    valid frames (``mask`` [B, T]) whose ``target`` closure channel exceeds ``threshold``; 0 when the batch has none.
+
+    MSE shrinks short closure peaks toward their neighbours, under the threshold at which the lip-closure metric
+    counts a bilabial as closed; this term pulls exactly those frames back over it, never above the target, and
+    leaves every other frame to the reconstruction loss.
+    """
+    t = target[..., channel]
+    on = mask.bool() & (t > threshold)
+    short = torch.relu(torch.clamp(t, max=threshold + margin) - pred[..., channel]) ** 2
+    return (short * on.to(pred.dtype)).sum() / on.sum().clamp(min=1)
 
 
 def frame_visemes(phonemes: list, n_frames: int, fps: int) -> np.ndarray:
@@ -348,6 +386,12 @@ def train_teacher(
         p = torch.from_numpy(np.clip(label_mean, 1e-3, 1 - 1e-3))
         decoder.head.bias.copy_(torch.log(p / (1 - p)))
     weights = closure_weights(config.model.channel_names, config.closure_weight)
+    names = list(config.model.channel_names)
+    hinge_channel = (
+        names.index(LIP_CLOSURE_CHANNEL)
+        if config.closure_hinge_weight > 0 and LIP_CLOSURE_CHANNEL in names
+        else None
+    )
     opt = torch.optim.AdamW(decoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(train_idx) // config.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -386,6 +430,10 @@ def train_teacher(
             pred, logits = decoder.forward_with_aux(x)
             rec, vel = _masked_losses(pred, y, mask, weights)
             loss = rec + config.velocity_weight * vel
+            if hinge_channel is not None:
+                loss = loss + config.closure_hinge_weight * closure_hinge(
+                    pred, y, mask, hinge_channel, config.closure_margin
+                )
             if logits is not None and bool((vis >= 0).any()):
                 ce = torch.nn.functional.cross_entropy(
                     logits.reshape(-1, logits.shape[-1]), vis.reshape(-1), ignore_index=-1

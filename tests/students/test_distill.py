@@ -158,6 +158,21 @@ def test_closure_weight_scales_the_closure_channel_error():
         DistillConfig(closure_weight=-1.0)
 
 
+def test_closure_hinge_pulls_only_closed_frames_below_threshold_plus_margin():
+    from teacher.train import closure_hinge
+
+    targets = torch.tensor([[[0.9], [0.9], [0.2], [0.55], [0.9]]])  # frames 0, 1, 3, 4 close in the target
+    pred = torch.tensor([[[0.7], [0.3], [0.0], [0.4], [0.0]]])
+    mask = torch.tensor([[True, True, True, True, False]])  # frame 4 is padding: never counted
+    # frame 0 clears 0.5 + 0.1; frame 1 falls 0.3 short; frame 2 is open in the target, so its 0.0 costs nothing;
+    # frame 3's target (0.55) is below 0.5 + 0.1, so the aim there is the target: 0.15 short
+    assert closure_hinge(pred, targets, mask, 0, 0.1, 0.5).item() == pytest.approx((0.3**2 + 0.15**2) / 3)
+    assert closure_hinge(pred, targets, mask, 0, 0.0, 0.5).item() == pytest.approx((0.2**2 + 0.1**2) / 3)
+    assert closure_hinge(pred, targets * 0, mask, 0, 0.1, 0.5).item() == 0.0
+    with pytest.raises(DistillError, match="weights"):
+        DistillConfig(closure_hinge_weight=-1.0)
+
+
 def test_cli_trains_a_preset_on_mulaw_input(synthetic, tmp_path) -> None:
     from compress.cli import main
 
