@@ -36,6 +36,18 @@ from teacher.fsutil import sha256_file
 PRODUCT_INT8_GATE = 0.02  # the parity gate shipped binaries must pass (compress.export default)
 
 
+def int8_floor_bytes(model: torch.nn.Module) -> int:
+    """Bytes no per-channel int8 binary of ``model`` can go under: one byte per conv/linear weight, four per bias
+    (int32 or float) and four per output channel (its float weight scale), before any graph or metadata."""
+    total = 0
+    for layer in model.modules():
+        if isinstance(layer, (torch.nn.Conv1d, torch.nn.Linear)):
+            total += layer.weight.numel() + 4 * layer.weight.shape[0]
+            if layer.bias is not None:
+                total += 4 * layer.bias.numel()
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -129,6 +141,14 @@ def main() -> None:
                 f"{r['mean_abs_diff']:>10.2g}{r['mse']:>10.4g}{r['lip_closure']:>7.3f}"
             )
         summary[preset] = rows
+        if "base/onnx/fp32" in rows:
+            floor = int8_floor_bytes(model)
+            rows["int8_floor_bytes"] = floor
+            print(
+                f"{'':<{len(preset) + 2}}floor of any per-channel int8 binary: {floor:,} B = "
+                f"{floor / rows['base/onnx/fp32']['bytes']:.4f}x the fp32 ONNX, "
+                f"{floor / rows['base/tflite/fp32']['bytes']:.4f}x the fp32 TFLite (weights, biases, scales; no graph)"
+            )
     gate = args.int8_tolerance
     for dtype in ("int8", "a16w8"):
         # the issue's yardstick is fp32 tiny (without tiny in --presets: each tiny-family preset's own fp32)

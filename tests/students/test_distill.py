@@ -179,13 +179,14 @@ def test_cli_trains_a_preset_on_mulaw_input(synthetic, tmp_path) -> None:
     settings = json.dumps({**FAST, "stage1": "edge", "steps": {"edge": 10}})
     rc = main(
         ["distill", "--pseudo", str(synthetic["pseudo"]), "--presets", "edge", "--mulaw", "edge"]
-        + ["--config", settings, "--no-test", "--out", str(tmp_path)]
+        + ["--config", settings, "--closure-hinge", "0.05", "--no-test", "--out", str(tmp_path)]
     )
     assert rc == 0
     model = load_student(tmp_path / "edge" / "student.pt")
     assert model.config.input_encoding == "mulaw"
     card = json.loads((tmp_path / "edge" / "card.json").read_text())
     assert card["distill_config"]["overrides"] == {"edge": {"input_encoding": "mulaw"}}
+    assert card["distill_config"]["closure_hinge_weight"] == 0.05
     assert (
         main(["distill", "--pseudo", str(synthetic["pseudo"]), "--mulaw", "huge", "--out", str(tmp_path)])
         == 2
@@ -198,7 +199,7 @@ def test_cli_trains_a_preset_behind_the_logmel_frontend(synthetic, tmp_path) -> 
     settings = json.dumps({**FAST, "stage1": "edge", "steps": {"edge": 10}})
     rc = main(
         ["distill", "--pseudo", str(synthetic["pseudo"]), "--presets", "edge", "--logmel", "edge"]
-        + ["--config", settings, "--no-test", "--out", str(tmp_path)]
+        + ["--config", settings, "--closure-hinge", "0.05", "--no-test", "--out", str(tmp_path)]
     )
     assert rc == 0
     model = load_student(tmp_path / "edge" / "student.pt")
