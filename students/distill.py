@@ -176,6 +176,17 @@ class DistillConfig:
             raise DistillError(msg)
         return cls(**data)
 
+    def matches(self, saved: Any) -> bool:
+        """Whether ``saved`` (a config dict from a card or checkpoint) describes this config. Keys added to the
+        config since it was saved read as their defaults, so an upgrade that adds an option (at its neutral
+        default) does not invalidate finished work."""
+        if not isinstance(saved, dict):
+            return False
+        try:
+            return DistillConfig.from_dict(saved).to_dict() == self.to_dict()
+        except (DistillError, TypeError):
+            return False
+
     def quick(self) -> DistillConfig:
         """A smoke-test version of this config: 2.5 % of the steps (at least 20)."""
         steps = {p: max(20, self.steps_for(p) // 40) for p in self.presets}
@@ -344,7 +355,7 @@ def train_student(
         ):
             msg = f"{ckpt_path}: checkpoint of a different student or run; delete it or choose another --out"
             raise DistillError(msg)
-        if state.get("distill_config") != settings.to_dict() or state.get("steps") != steps:
+        if not settings.matches(state.get("distill_config")) or state.get("steps") != steps:
             msg = f"{ckpt_path}: checkpoint was made with another distill config; delete it or choose another --out"
             raise DistillError(msg)
         trainee.load_state_dict(state["trainee"])
@@ -506,10 +517,7 @@ def _distill(
         steps = config.steps_for(name)
         if card_path.is_file() and student_path.is_file():
             card = json.loads(card_path.read_text())
-            if (
-                card.get("distill_config") == config.to_dict()
-                and card.get("config") == student_config.to_dict()
-            ):
+            if config.matches(card.get("distill_config")) and card.get("config") == student_config.to_dict():
                 if rank == 0 and progress:
                     print(f"distill {name}: already trained ({student_path}), skipping", file=sys.stderr)
                 cards[name] = card

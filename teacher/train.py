@@ -123,6 +123,16 @@ class TeacherTrainConfig:
         d["augment"] = self.augment.to_dict()
         return d
 
+    def matches(self, saved: object) -> bool:
+        """Whether ``saved`` (a config dict from a checkpoint) describes this config; keys added since it was
+        saved read as their defaults, so an upgrade that adds an option does not restart finished training."""
+        if not isinstance(saved, dict):
+            return False
+        try:
+            return TeacherTrainConfig.from_dict(saved).to_dict() == self.to_dict()
+        except (KeyError, TypeError, ValueError):
+            return False
+
     @classmethod
     def from_dict(cls, d: dict) -> TeacherTrainConfig:
         d = dict(d)
@@ -402,7 +412,7 @@ def train_teacher(
     start_epoch, history, best = 0, [], {"epoch": 0, "loss": float("inf"), "state_dict": None}
     if ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if ckpt.get("train_config") == config.to_dict() and ckpt.get("data_hash") == data_hash:
+        if config.matches(ckpt.get("train_config")) and ckpt.get("data_hash") == data_hash:
             decoder.load_state_dict(ckpt["state_dict"])
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])

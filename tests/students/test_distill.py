@@ -64,6 +64,15 @@ def test_distill_two_stages_resume_and_skip(synthetic, tmp_path) -> None:
     before = (out / "tiny" / "student.pt").stat().st_mtime_ns
     distill(synthetic["pseudo"], out, config=config, progress=False)  # finished presets are skipped
     assert (out / "tiny" / "student.pt").stat().st_mtime_ns == before
+    # a card written before an option existed (here: the closure hinge) still matches at that option's default
+    for name in ("tiny", "edge"):
+        card = json.loads((out / name / "card.json").read_text())
+        del card["distill_config"]["closure_hinge_weight"], card["distill_config"]["closure_margin"]
+        (out / name / "card.json").write_text(json.dumps(card))
+    distill(synthetic["pseudo"], out, config=config, progress=False)
+    assert (out / "tiny" / "student.pt").stat().st_mtime_ns == before
+    assert not config.matches({**config.to_dict(), "closure_hinge_weight": 0.1})
+    assert not config.matches({**config.to_dict(), "no_such_option": 1}) and not config.matches(None)
     with pytest.raises(DistillError, match="another config"):
         distill(
             synthetic["pseudo"],

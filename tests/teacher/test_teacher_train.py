@@ -66,7 +66,7 @@ class _Killed(Exception):
     pass
 
 
-def test_resume_after_kill_matches_uninterrupted(tmp_path, monkeypatch):
+def test_resume_after_kill_matches_uninterrupted(tmp_path, monkeypatch, capsys):
     data = make_dataset(tmp_path / "labeled", n_shards=1, per_shard=10, seed=0)
     cfg = _config(tmp_path, 4)
     train_teacher(data, tmp_path / "full", config=cfg)
@@ -83,7 +83,16 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, monkeypatch):
         train_teacher(data, tmp_path / "resumed", config=cfg)
     monkeypatch.setattr(train_mod, "atomic_torch_save", real_save)
     assert not (tmp_path / "resumed" / "teacher.pt").exists()
+    # a checkpoint saved before an option existed (the closure hinge) resumes at that option's default
+    ckpt_path = tmp_path / "resumed" / "checkpoint.pt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    del ckpt["train_config"]["closure_hinge_weight"], ckpt["train_config"]["closure_margin"]
+    torch.save(ckpt, ckpt_path)
+    assert cfg.matches(ckpt["train_config"])
+    assert not replace(cfg, closure_hinge_weight=0.1).matches(ckpt["train_config"])
+    capsys.readouterr()
     train_teacher(data, tmp_path / "resumed", config=cfg)
+    assert "resuming from" in capsys.readouterr().err  # resumed, not retrained from scratch
 
     a = torch.load(tmp_path / "full" / "teacher.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "resumed" / "teacher.pt", weights_only=True)["state_dict"]
