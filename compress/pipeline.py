@@ -34,7 +34,7 @@ from teacher.corpus import CorpusConfig, build_corpus
 from teacher.dataset import Dataset
 from teacher.errors import FacedistillError
 from teacher.features import resample_curves
-from teacher.fsutil import atomic_write_json, sha256_file
+from teacher.fsutil import atomic_write_json, sha256_file, sweep_stale_temps
 from teacher.label import LabelConfig, pseudo_label
 from teacher.metrics import evaluate
 from teacher.model import Teacher
@@ -125,6 +125,9 @@ def run_pipeline(workdir: str | Path, reports_dir: str | Path, *, config: RunCon
         )
         raise FacedistillError(msg)
     atomic_write_json(saved, config.to_dict())
+    swept = sweep_stale_temps(work)
+    if swept:
+        print(f"compress run: removed {swept} temp file(s) a killed run left in {work}", file=sys.stderr)
     torch.manual_seed(config.seed)
     timings: dict[str, float] = {}
     t_all = time.time()

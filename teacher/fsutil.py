@@ -8,6 +8,7 @@ import io
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+STALE_TEMP_SECONDS = 3600.0  # no facedistill write keeps its temp file open this long
+
+
+def sweep_stale_temps(folder: str | os.PathLike, older_than_s: float = STALE_TEMP_SECONDS) -> int:
+    """Delete the temp files ``atomic_path`` left under ``folder`` (recursively) when a process was killed mid-write;
+    returns how many. Only ``.NAME.*.tmp`` files untouched for ``older_than_s`` go, so a live writer beside this
+    process (another ``--shard``) keeps its own."""
+    root, now, removed = Path(folder), time.time(), 0
+    if not root.is_dir():
+        return 0
+    for tmp in root.rglob(".*.tmp"):
+        try:
+            if tmp.is_file() and not tmp.is_symlink() and now - tmp.stat().st_mtime > older_than_s:
+                tmp.unlink()
+                removed += 1
+        except FileNotFoundError:  # its writer finished or another sweep got it first
+            continue
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -41,7 +41,7 @@ from teacher.dataset import (
     write_shard,
 )
 from teacher.features import resample_curves
-from teacher.fsutil import sha256_file
+from teacher.fsutil import sha256_file, sweep_stale_temps
 
 
 class LabelingTeacher(Protocol):
@@ -162,6 +162,9 @@ def pseudo_label(
     tid = teacher.identity
     i, n = config.shard
     todo = [u for u in units[i::n] if not (out / "shards" / _out_name(u, tid)).is_file()]
+    sweep_stale_temps(
+        out
+    )  # a killed labeler's half-written shard (age-gated: live shards beside it are kept)
     if todo and not config.merge_only:
         t0, seconds = time.time(), 0.0
         bar = tqdm(todo, desc=f"label {i}/{n}", unit="unit", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 
 import pytest
 
@@ -21,3 +22,20 @@ def test_atomic_write_is_all_or_nothing_with_umask_permissions(tmp_path):
         raise RuntimeError("killed mid-write")
     assert target.read_text() == '{\n  "a": 1\n}\n'  # the old content survives a failed write
     assert sorted(p.name for p in target.parent.iterdir()) == ["card.json"]  # and no temporary file is left
+
+
+def test_sweep_removes_only_stale_temps_a_killed_writer_left(tmp_path):
+    from teacher.fsutil import sweep_stale_temps
+
+    (tmp_path / "binaries").mkdir()
+    stale = tmp_path / "binaries" / ".tiny.int8.tflite.abc123.tmp"  # the name atomic_path gives a temp
+    live = tmp_path / ".shard-0007.npz.def456.tmp"  # another process is writing it right now
+    kept = [tmp_path / "binaries" / "tiny.int8.tflite", tmp_path / ".hidden-but-not-temp"]
+    for f in (stale, live, *kept):
+        f.write_bytes(b"x")
+    old = time.time() - 2 * 3600
+    for f in (stale, kept[0], kept[1]):
+        os.utime(f, (old, old))
+    assert sweep_stale_temps(tmp_path) == 1
+    assert not stale.exists() and live.exists() and all(f.exists() for f in kept)
+    assert sweep_stale_temps(tmp_path / "missing") == 0
