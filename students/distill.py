@@ -55,8 +55,8 @@ from students.model import (
 from teacher.constants import LIP_CLOSURE_CHANNEL
 from teacher.dataset import MANIFEST, DatasetError
 from teacher.errors import FacedistillError
-from teacher.fsutil import atomic_torch_save, atomic_write_json
-from teacher.train import closure_hinge, closure_weights
+from teacher.fsutil import atomic_torch_save, atomic_write_json, config_matches
+from teacher.train import closure_channel, closure_hinge, closure_weights
 
 DISTILL_VERSION = 1
 PROGRESS_FORMAT = "facedistill-distill-progress"
@@ -182,12 +182,7 @@ class DistillConfig:
         """Whether ``saved`` (a config dict from a card or checkpoint) describes this config. Keys added to the
         config since it was saved read as their defaults, so an upgrade that adds an option (at its neutral
         default) does not invalidate finished work."""
-        if not isinstance(saved, dict):
-            return False
-        try:
-            return DistillConfig.from_dict(saved).to_dict() == self.to_dict()
-        except (DistillError, TypeError):
-            return False
+        return config_matches(self, saved, (DistillError, TypeError))
 
     def quick(self) -> DistillConfig:
         """A smoke-test version of this config: 2.5 % of the steps (at least 20)."""
@@ -330,11 +325,7 @@ def train_student(
     optim = torch.optim.Adam(trainee.parameters(), lr=settings.lr)
     start = 0
     weights = None
-    hinge_channel = (
-        list(train.channel_names).index(LIP_CLOSURE_CHANNEL)
-        if settings.closure_hinge_weight > 0 and LIP_CLOSURE_CHANNEL in train.channel_names
-        else None
-    )
+    hinge_channel = closure_channel(train.channel_names, settings.closure_hinge_weight)
 
     def hinge(p: torch.Tensor, b: Batch) -> torch.Tensor:
         return settings.closure_hinge_weight * closure_hinge(

@@ -109,3 +109,16 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def config_matches(config: Any, saved: object, errors: tuple[type[BaseException], ...]) -> bool:
+    """Whether ``saved`` (a config dict read from a card or checkpoint) describes ``config``, a dataclass config with
+    ``from_dict``/``to_dict``: the saved dict is rebuilt through ``from_dict``, so keys added to the config class
+    since it was saved read as their defaults and an upgrade that adds an option (at its neutral default) does not
+    invalidate finished work. A dict that ``from_dict`` rejects with one of ``errors`` does not match."""
+    if not isinstance(saved, dict):
+        return False
+    try:
+        return type(config).from_dict(saved).to_dict() == config.to_dict()
+    except errors:
+        return False

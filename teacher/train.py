@@ -40,7 +40,7 @@ from teacher.constants import (
 from teacher.dataset import Dataset, DatasetError, Utterance
 from teacher.encoder import EncoderConfig
 from teacher.features import resample_curves
-from teacher.fsutil import atomic_torch_save, atomic_write_json, sha256_file
+from teacher.fsutil import atomic_torch_save, atomic_write_json, config_matches, sha256_file
 from teacher.groundtruth import SILENCE_VISEME, VISEMES, GroundTruthConfig, curves_from_phonemes
 from teacher.metrics import evaluate
 from teacher.model import (
@@ -127,12 +127,7 @@ class TeacherTrainConfig:
     def matches(self, saved: object) -> bool:
         """Whether ``saved`` (a config dict from a checkpoint) describes this config; keys added since it was
         saved read as their defaults, so an upgrade that adds an option does not restart finished training."""
-        if not isinstance(saved, dict):
-            return False
-        try:
-            return TeacherTrainConfig.from_dict(saved).to_dict() == self.to_dict()
-        except (KeyError, TypeError, ValueError):
-            return False
+        return config_matches(self, saved, (KeyError, TypeError, ValueError))
 
     @classmethod
     def from_dict(cls, d: dict) -> TeacherTrainConfig:
@@ -164,6 +159,13 @@ def augment_utterance(
             t_new = frame_times(n, config.model.fps) * len(u.audio) / len(audio)
             labels = np.stack([np.interp(t_new, t_old, c) for c in labels.T], axis=1)
     return audio, labels.astype(np.float32), phonemes
+
+
+def closure_channel(channel_names: Sequence[str], hinge_weight: float) -> int | None:
+    """Index of the lip-closure channel that the closure hinge acts on: ``None`` when the hinge is off
+    (``hinge_weight`` 0) or the rig has no such channel."""
+    names = list(channel_names)
+    return names.index(LIP_CLOSURE_CHANNEL) if hinge_weight > 0 and LIP_CLOSURE_CHANNEL in names else None
 
 
 def closure_weights(channel_names: Sequence[str], closure_weight: float) -> torch.Tensor:
@@ -397,12 +399,7 @@ def train_teacher(
         p = torch.from_numpy(np.clip(label_mean, 1e-3, 1 - 1e-3))
         decoder.head.bias.copy_(torch.log(p / (1 - p)))
     weights = closure_weights(config.model.channel_names, config.closure_weight)
-    names = list(config.model.channel_names)
-    hinge_channel = (
-        names.index(LIP_CLOSURE_CHANNEL)
-        if config.closure_hinge_weight > 0 and LIP_CLOSURE_CHANNEL in names
-        else None
-    )
+    hinge_channel = closure_channel(config.model.channel_names, config.closure_hinge_weight)
     opt = torch.optim.AdamW(decoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(train_idx) // config.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(

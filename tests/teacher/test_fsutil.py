@@ -39,3 +39,29 @@ def test_sweep_removes_only_stale_temps_a_killed_writer_left(tmp_path):
     assert sweep_stale_temps(tmp_path) == 1
     assert not stale.exists() and live.exists() and all(f.exists() for f in kept)
     assert sweep_stale_temps(tmp_path / "missing") == 0
+
+
+def test_config_matches_reads_keys_added_since_saving_as_their_defaults():
+    from dataclasses import asdict, dataclass
+
+    from teacher.fsutil import config_matches
+
+    @dataclass(frozen=True)
+    class Config:
+        lr: float = 1e-3
+        hinge: float = 0.0  # an option added after some configs were saved
+
+        def to_dict(self):
+            return asdict(self)
+
+        @classmethod
+        def from_dict(cls, d):
+            if d.get("lr", 1e-3) <= 0:
+                raise ValueError("lr")
+            return cls(**d)
+
+    assert config_matches(Config(), {"lr": 1e-3}, (ValueError, TypeError))  # saved before `hinge` existed
+    assert not config_matches(Config(hinge=0.1), {"lr": 1e-3}, (ValueError, TypeError))
+    assert not config_matches(Config(), {"lr": 1e-3, "gone": 1}, (ValueError, TypeError))  # unknown key
+    assert not config_matches(Config(), {"lr": -1.0}, (ValueError, TypeError))  # rejected by from_dict
+    assert not config_matches(Config(), None, (ValueError,))
