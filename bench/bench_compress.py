@@ -68,8 +68,9 @@ def main() -> None:
         help="parity gate of quantized binaries, max |Δ| (0.02 is the product gate; raise it to measure the "
         "size/quality of binaries the gate refuses — the printed parity column then shows by how much they miss it)",
     )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: as timed elsewhere)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     calib_split = load_split(args.run / "corpus" / "labeled")
     audio_split = load_split(args.run / "pseudo", field=None)
     test = load_split(args.run / "corpus" / "test", field="truth")
@@ -172,18 +173,22 @@ def main() -> None:
                 )
         if "small" in summary:
             s = summary["small"]
-            for fmt in FORMATS:
-                q, f = s[f"base/{fmt}/{dtype}"], s[f"base/{fmt}/fp32"]
+            # the yardstick is always the unpruned fp32 small; a pruned small is an int8 small with fewer channels
+            for variant, fmt in ((v, f) for v in ("base", "pruned") for f in FORMATS):
+                if f"{variant}/{fmt}/{dtype}" not in s:
+                    continue
+                q, f = s[f"{variant}/{fmt}/{dtype}"], s[f"base/{fmt}/fp32"]
+                label = "small" if variant == "base" else f"small pruned {args.ratio:.0%}+"
                 if q.get("refused"):
                     print(
-                        f"target small {dtype} {fmt}: refused by the parity gate ({q['max_abs_diff']:.3g} > {gate}) -> NOT met"
+                        f"target {label} {dtype} {fmt}: refused by the parity gate ({q['max_abs_diff']:.3g} > {gate}) -> NOT met"
                     )
                     continue
                 ratio, rel = q["bytes"] / f["bytes"], q["mse"] / f["mse"] - 1
                 ok = ratio <= 0.25 and rel <= 0.03 and q["max_abs_diff"] <= PRODUCT_INT8_GATE
                 print(
-                    f"target small {dtype} {fmt} <= 1/4 fp32 bytes, MSE within 3 %: {ratio:.3f}x, {rel:+.1%}, "
-                    f"max|Δ| {q['max_abs_diff']:.3g} -> {'met' if ok else 'NOT met'}"
+                    f"target {label} {dtype} {fmt} <= 1/4 fp32 small's bytes, MSE within 3 % of fp32 small: "
+                    f"{ratio:.3f}x, {rel:+.1%}, max|Δ| {q['max_abs_diff']:.3g} -> {'met' if ok else 'NOT met'}"
                 )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

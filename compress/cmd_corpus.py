@@ -53,6 +53,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--unlabeled-minutes", type=float, help="size of the unlabeled split (default 130, quick 1)"
     )
     build.add_argument("--test-minutes", type=float, help="size of the test split (default 8, quick 0.5)")
+    build.add_argument(
+        "--labeled-languages",
+        help="comma-separated languages of the labeled split (default en-us,de); the test split keeps at least "
+        "one language that neither labeled nor unlabeled has",
+    )
     build.add_argument("--workers", type=int, help="synthesis processes (default 2, quick 1)")
     build.set_defaults(handler=cmd_build)
 
@@ -82,6 +87,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     config = CorpusConfig.quick() if args.quick else CorpusConfig()
     sizes = {"labeled": args.labeled_minutes, "unlabeled": args.unlabeled_minutes, "test": args.test_minutes}
     splits = {name: replace(getattr(config, name), minutes=m) for name, m in sizes.items() if m is not None}
+    if args.labeled_languages:
+        languages = tuple(x.strip() for x in args.labeled_languages.split(",") if x.strip())
+        splits["labeled"] = replace(splits.get("labeled", config.labeled), languages=languages)
     extra = {"workers": args.workers} if args.workers else {}
     config = replace(config, seed=args.seed, fps=args.fps, **splits, **extra)
     summary = build_corpus(args.out, config=config)

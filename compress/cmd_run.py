@@ -11,10 +11,13 @@ from compress.pipeline import RunConfig, run_pipeline
 def cmd_run(args: argparse.Namespace) -> int:
     workdir = args.workdir or Path("runs/quick" if args.quick else "runs/default")
     reports = args.reports or (workdir / "reports" if args.quick else Path("reports"))
+    options: dict = {"seed": args.seed}
+    if args.labeled_languages:
+        options["labeled_languages"] = tuple(
+            x.strip() for x in args.labeled_languages.split(",") if x.strip()
+        )
     run_pipeline(
-        workdir,
-        reports,
-        config=RunConfig.quick_config(seed=args.seed) if args.quick else RunConfig(seed=args.seed),
+        workdir, reports, config=RunConfig.quick_config(**options) if args.quick else RunConfig(**options)
     )
     return 0
 
@@ -38,4 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="where the report goes (default reports/, the committed reference; --quick: WORKDIR/reports)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of every stage (default 0)")
+    p.add_argument(
+        "--labeled-languages",
+        help="comma-separated languages of the corpus's labeled split (default en-us,de): the languages the "
+        "teacher learns from ground truth",
+    )
     p.set_defaults(handler=cmd_run)

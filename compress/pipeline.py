@@ -34,7 +34,7 @@ from teacher.corpus import CorpusConfig, build_corpus
 from teacher.dataset import Dataset
 from teacher.errors import FacedistillError
 from teacher.features import resample_curves
-from teacher.fsutil import atomic_write_json, sha256_file, sweep_stale_temps
+from teacher.fsutil import atomic_write_json, config_matches, sha256_file, sweep_stale_temps
 from teacher.label import LabelConfig, pseudo_label
 from teacher.metrics import evaluate
 from teacher.model import Teacher
@@ -52,6 +52,7 @@ class RunConfig:
     quick: bool = False
     seed: int = 0
     teacher_epochs: int | None = None  # None: the teacher's default (quick: 6)
+    labeled_languages: tuple[str, ...] | None = None  # None: the corpus default (teacher.corpus: en-us, de)
     presets: tuple[str, ...] = ("small", "tiny", "tiny-mel", "realtime", "edge", "edge-mulaw", "causal")
     ship: tuple[str, ...] = (
         "tiny",
@@ -80,6 +81,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         for key in ("presets", "ship", "streaming", "budgets"):
             object.__setattr__(self, key, tuple(getattr(self, key)))
+        if self.labeled_languages is not None:
+            object.__setattr__(self, "labeled_languages", tuple(self.labeled_languages))
         missing = [p for p in (*self.ship, *self.prune, *self.streaming, *self.qat) if p not in self.presets]
         if missing:
             msg = f"run config: presets {missing} are shipped/pruned/streamed/QAT-tuned but not distilled"
@@ -87,6 +90,10 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        return cls(**d)
 
     @classmethod
     def quick_config(cls, **overrides: Any) -> RunConfig:
@@ -119,7 +126,10 @@ def run_pipeline(workdir: str | Path, reports_dir: str | Path, *, config: RunCon
     work, reports = Path(workdir), Path(reports_dir)
     work.mkdir(parents=True, exist_ok=True)
     saved = work / "run_config.json"
-    if saved.is_file() and json.loads(saved.read_text()) != config.to_dict():
+    # a folder saved before an option existed matches at that option's default (finished stages stay valid)
+    if saved.is_file() and not config_matches(
+        config, json.loads(saved.read_text()), (FacedistillError, TypeError)
+    ):
         msg = (
             f"{saved}: this work folder was made with another run config; use another --workdir or delete it"
         )
@@ -135,6 +145,10 @@ def run_pipeline(workdir: str | Path, reports_dir: str | Path, *, config: RunCon
     corpus = work / "corpus"
     t = _stage("corpus")
     corpus_config = CorpusConfig.quick(seed=config.seed) if config.quick else CorpusConfig(seed=config.seed)
+    if config.labeled_languages:
+        corpus_config = replace(
+            corpus_config, labeled=replace(corpus_config.labeled, languages=config.labeled_languages)
+        )
     build_corpus(corpus, config=corpus_config)
     _done("corpus", t, timings)
 

@@ -91,8 +91,8 @@ def prune(
         raise PruneError(msg)
     y_label = None if labels is None else torch.as_tensor(np.asarray(labels, dtype=np.float32))
     teacher = model.eval()
-    with torch.no_grad():
-        y_teacher = teacher(x)
+    with torch.no_grad():  # in slices: one pass over 16k windows of `small` would hold GBs of activations
+        y_teacher = torch.cat([teacher(part) for part in x.split(512)])
     student = copy.deepcopy(model).train()
     importance = (
         tp.importance.GroupTaylorImportance()

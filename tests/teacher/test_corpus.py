@@ -140,3 +140,23 @@ def test_cli_build_info_and_plot(tmp_path, capsys):
     assert main(["corpus", "plot", str(tmp_path / "missing")]) == 2
     assert "no corpus manifest" in capsys.readouterr().err
     assert Dataset(out / "unlabeled").seconds < 0.5 * 60 * 1.5 and SAMPLE_RATE == 16000
+
+
+def test_cli_labeled_languages_choose_the_labeled_splits_languages(tmp_path, capsys):
+    out = tmp_path / "c"
+    args = [
+        "corpus",
+        "build",
+        "--quick",
+        "--out",
+        str(out),
+        "--unlabeled-minutes",
+        "0.2",
+        "--test-minutes",
+        "0.2",
+    ]
+    assert main([*args, "--labeled-languages", "es,cs"]) == 0
+    assert set(Dataset(out / "labeled").manifest["info"]["languages"]) == {"es", "cs"}
+    assert main([*args[:4], str(tmp_path / "bad"), "--labeled-languages", "en-us,xx"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "labeled language 'xx' unsupported" in err[-1]
