@@ -66,7 +66,12 @@ class RunConfig:
     # preset -> ratio of channels removed. tiny at 30 %: its a16w8 binary is well inside the 0.25 MB target either
     # way, and 50 % cost +12.3 % test MSE in the stop-13 reference run, over the 10 % limit. tiny-mel at 30 %: its
     # full-int8 binary (int8 activations; the filterbank's weights stored int8) is the one aimed at the 0.25 MB target
-    prune: dict[str, float] = field(default_factory=lambda: {"tiny": 0.3, "tiny-mel": 0.3})
+    # small at 5 %: 11 % of its parameters, which puts its int8-weight binaries under 1/4 of the fp32 bytes (0.224x at
+    # -0.4 % test MSE, reports/bench/compress_small_pruned.txt); unpruned, no per-channel int8 small can get there
+    prune: dict[str, float] = field(default_factory=lambda: {"tiny": 0.3, "tiny-mel": 0.3, "small": 0.05})
+    # preset -> fine-tune steps after pruning (others: PRUNE_FINETUNE_STEPS). A 5 % cut of small needs few, and
+    # each of its steps costs ~10x one of tiny's: 500 recovered it fully in the benchmark above
+    prune_steps: dict[str, int] = field(default_factory=lambda: {"small": 500})
     # preset -> QAT steps: a "<preset>-qat" variant (fake-quantized fine-tune towards its float self on
     # pseudo-labeled audio) is shipped as int8. In the stop-14 reference run (reports/summary.json) edge-mulaw's
     # int8 TFLite passed parity at 0.017 without QAT and 0.014 with it, each with frontend.1 kept float.
@@ -83,7 +88,11 @@ class RunConfig:
             object.__setattr__(self, key, tuple(getattr(self, key)))
         if self.labeled_languages is not None:
             object.__setattr__(self, "labeled_languages", tuple(self.labeled_languages))
-        missing = [p for p in (*self.ship, *self.prune, *self.streaming, *self.qat) if p not in self.presets]
+        missing = [
+            p
+            for p in (*self.ship, *self.prune, *self.prune_steps, *self.streaming, *self.qat)
+            if p not in self.presets
+        ]
         if missing:
             msg = f"run config: presets {missing} are shipped/pruned/streamed/QAT-tuned but not distilled"
             raise FacedistillError(msg)
@@ -195,7 +204,8 @@ def run_pipeline(workdir: str | Path, reports_dir: str | Path, *, config: RunCon
         ckpt = students_dir / name / "student.pt"
         variants = [(name, ckpt, False, False)]
         if name in config.prune:
-            pruned_ckpt = _pruned(ckpt, config.prune[name], load_split(pseudo, field=None), config)
+            steps = config.prune_steps.get(name, PRUNE_FINETUNE_STEPS)
+            pruned_ckpt = _pruned(ckpt, config.prune[name], load_split(pseudo, field=None), config, steps)
             variants.append((f"{name}-pruned", pruned_ckpt, True, False))
         if name in config.qat:
             qat_ckpt = _qat(ckpt, config.qat[name], load_split(pseudo, field=None), config)
@@ -401,7 +411,9 @@ def pruned_path(ckpt: Path, ratio: float) -> Path:
     return ckpt.with_name(f"student-pruned{round(ratio * 100)}.pt")
 
 
-def _pruned(ckpt: Path, ratio: float, audio_split, config: RunConfig) -> Path:
+def _pruned(
+    ckpt: Path, ratio: float, audio_split, config: RunConfig, steps: int = PRUNE_FINETUNE_STEPS
+) -> Path:
     """Prune ``ckpt`` and fine-tune it against its unpruned self on windows of ``audio_split`` (the pseudo-labeled
     audio: large and diverse; its labels are not used). Windows of the small labeled split recover far less
     (tiny, 50 %, test MSE vs unpruned: +42 % in bench_compress at a859a2e, 300 steps on labeled windows; +8.7 %
@@ -411,7 +423,7 @@ def _pruned(ckpt: Path, ratio: float, audio_split, config: RunConfig) -> Path:
     if saved_with(out, parent_sha256=parent):
         return out
     model = load_student(ckpt)
-    count, steps = (512, 40) if config.quick else (PRUNE_FINETUNE_WINDOWS, PRUNE_FINETUNE_STEPS)
+    count, steps = (512, 40) if config.quick else (PRUNE_FINETUNE_WINDOWS, steps)
     windows, _ = split_windows(audio_split, model, part="calib", count=count, seed=config.seed)
     pruned = prune(model, windows, config=PruneConfig(ratio=ratio, round_to=4, finetune_steps=steps))
     save_student(out, pruned, parent_sha256=parent)

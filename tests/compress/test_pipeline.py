@@ -47,3 +47,8 @@ def test_labeled_languages_reach_the_corpus(tmp_path, monkeypatch):
         )
     assert seen["config"].labeled.languages == ("es", "cs")
     assert json.loads((tmp_path / "run_config.json").read_text())["labeled_languages"] == ["es", "cs"]
+
+
+def test_pruning_settings_must_name_distilled_presets():
+    with pytest.raises(FacedistillError, match="not distilled"):
+        RunConfig(prune_steps={"huge": 10})
