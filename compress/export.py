@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -140,6 +141,7 @@ def export(
     # binaries take the input encoding's output (identity for linear students): build, calibrate and run them so
     binary_model, (calib, heldout) = as_binary(model, calib, heldout)
     out_dir = Path(out_dir)
+    windows = _windows_digest(calib, heldout)
     written = []
     for fmt in config.formats:
         for dtype in config.dtypes:
@@ -147,6 +149,8 @@ def export(
             if not force and _up_to_date(path, parent_sha256, config):
                 written.append(path)
                 continue
+            if not force:
+                _raise_recorded_refusal(path, parent_sha256, config, windows)
             # quantized binaries keep config.keep_float and the model's fixed float preprocessing (a log-mel
             # filterbank) in float; the latter's weights are stored as int8 unless config.fixed_weights says fp32
             fixed = always_float(binary_model) if dtype in QUANTIZED else ()
@@ -158,9 +162,15 @@ def export(
                     source, fmt, dtype, calib, tmp, keep_float=keep, weight_only=weight_only
                 )
                 outputs = run_binary(tmp, heldout)
-                parity = check_parity(path, outputs, reference, tolerance=config.tolerance(dtype))
-                if dtype in QUANTIZED:
-                    check_int8(tmp, path, keep_float=tuple(float_layers(binary_model, keep)))
+                try:
+                    parity = check_parity(path, outputs, reference, tolerance=config.tolerance(dtype))
+                    if dtype in QUANTIZED:
+                        check_int8(tmp, path, keep_float=tuple(float_layers(binary_model, keep)))
+                except (
+                    ExportError
+                ) as exc:  # a verdict on this very binary: remember it, so a rerun need not redo it
+                    _record_refusal(path, parent_sha256, config, windows, exc)
+                    raise
                 card = build_card(
                     model,
                     tmp,
@@ -176,6 +186,7 @@ def export(
                     extra=extra,
                 )
             atomic_write_json(card_path(path), card)
+            refusal_path(path).unlink(missing_ok=True)
             written.append(path)
     return written
 
@@ -220,6 +231,75 @@ def grid_weights(
         if name in keep:
             module.load_state_dict(source[name].state_dict())
     return rounded.eval()
+
+
+def refusal_path(binary: Path) -> Path:
+    """``dir/name.int8.onnx`` -> ``dir/name.int8.onnx.refused.json``: the record of a binary the checks refused."""
+    return binary.with_name(binary.name + ".refused.json")
+
+
+def _windows_digest(calib: np.ndarray, heldout: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for arr in (calib, heldout):
+        h.update(str(arr.shape).encode())
+        h.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+def _read_refusals(record_file: Path) -> list[dict[str, Any]]:
+    try:
+        return list(json.loads(record_file.read_text())["refusals"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return []
+
+
+def _record_refusal(
+    path: Path, parent_sha256: str | None, config: ExportConfig, windows: str, exc: ExportError
+) -> None:
+    """Add what the parity/int8 checks said of ``path`` to its refusal record, keyed by everything that determines
+    it: the parent checkpoint, the export config (keep-float retries differ here) and the calibration and held-out
+    windows. Entries of another parent or other windows are dropped; nothing is recorded without a parent hash."""
+    if parent_sha256 is None:
+        return
+    entry = {
+        "parent_sha256": parent_sha256,
+        "export_config": json.loads(json.dumps(config.to_dict())),
+        "windows_sha256": windows,
+        "error": str(exc),
+        "max_abs_diff": exc.max_abs_diff,
+        "tolerance": exc.tolerance,
+    }
+    record_file = refusal_path(path)
+    kept = [
+        r
+        for r in _read_refusals(record_file)
+        if r.get("parent_sha256") == parent_sha256
+        and r.get("windows_sha256") == windows
+        and r.get("export_config") != entry["export_config"]
+    ]
+    atomic_write_json(record_file, {"binary": path.name, "refusals": [*kept, entry]})
+
+
+def _raise_recorded_refusal(
+    path: Path, parent_sha256: str | None, config: ExportConfig, windows: str
+) -> None:
+    """Raise the recorded refusal of ``path`` again if it was made from the same parent, config and windows: the
+    build is deterministic, so a rerun (``compress run`` resuming) would only measure the same miss again."""
+    record_file = refusal_path(path)
+    if parent_sha256 is None or not record_file.is_file():
+        return
+    wanted = json.loads(json.dumps(config.to_dict()))
+    for r in _read_refusals(record_file):
+        if (
+            r.get("parent_sha256") == parent_sha256
+            and r.get("export_config") == wanted
+            and r.get("windows_sha256") == windows
+        ):
+            raise ExportError(
+                f"{r['error']} (recorded in {record_file.name}: delete it, or export with --force, to rebuild)",
+                max_abs_diff=r.get("max_abs_diff"),
+                tolerance=r.get("tolerance"),
+            )
 
 
 def _up_to_date(path: Path, parent_sha256: str | None, config: ExportConfig) -> bool:

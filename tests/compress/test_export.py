@@ -88,6 +88,56 @@ def test_binary_that_drifts_is_refused_and_not_written(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_refusal_is_recorded_and_a_rerun_with_the_same_inputs_does_not_rebuild(tmp_path, monkeypatch):
+    model = tiny_student()
+    broken = tiny_student()
+    with torch.no_grad():
+        broken.head[0].weight.mul_(3.0)
+    real = ex._export_onnx_fp32
+    monkeypatch.setattr(ex, "_export_onnx_fp32", lambda _m, example, path: real(broken, example, path))
+    w = model.window_samples
+    config = ex.ExportConfig(formats=("onnx",), dtypes=("fp32",))
+    args = (model, speechlike(8, w, 0), speechlike(8, w, 1), tmp_path)
+    with pytest.raises(ex.ExportError, match="refused") as first:
+        ex.export(*args, name="t", config=config, parent_sha256="p")
+    record = ex.refusal_path(tmp_path / "t.fp32.onnx")
+    assert sorted(f.name for f in tmp_path.iterdir()) == [record.name]  # no binary, no card: only the verdict
+
+    def no_build(*_a, **_k):
+        raise AssertionError("rebuilt a binary whose refusal is on record")
+
+    monkeypatch.setattr(ex, "_write_binary", no_build)
+    with pytest.raises(ex.ExportError, match="recorded in") as again:
+        ex.export(*args, name="t", config=config, parent_sha256="p")
+    assert again.value.max_abs_diff == pytest.approx(first.value.max_abs_diff)
+    for changed in (  # another parent, other windows, another config, or force: built again
+        dict(parent_sha256="q"),
+        dict(parent_sha256="p", force=True),
+    ):
+        with pytest.raises(AssertionError, match="rebuilt"):
+            ex.export(*args, name="t", config=config, **changed)
+    with pytest.raises(AssertionError, match="rebuilt"):
+        ex.export(
+            model,
+            speechlike(8, w, 2),
+            speechlike(8, w, 1),
+            tmp_path,
+            name="t",
+            config=config,
+            parent_sha256="p",
+        )
+    with pytest.raises(AssertionError, match="rebuilt"):
+        ex.export(
+            *args,
+            name="t",
+            config=ex.ExportConfig(formats=("onnx",), dtypes=("fp32",), fp32_tolerance=1.0),
+            parent_sha256="p",
+        )
+    monkeypatch.undo()  # the exporter is mended: the binary is written and its refusal record goes
+    (path,) = ex.export(*args, name="t", config=config, parent_sha256="p2")
+    assert path.is_file() and not record.exists()
+
+
 def test_int8_binary_with_float_weights_is_refused(tmp_path, monkeypatch):
     model = tiny_student()
     monkeypatch.setattr(ex, "quantize_onnx_qdq", lambda *a, **k: None)  # "int8" export silently stays float
