@@ -68,7 +68,7 @@ class RunConfig:
     # full-int8 binary (int8 activations; the filterbank's weights stored int8) is the one aimed at the 0.25 MB target
     # small is not pruned by default yet: a 5 % cut (11 % of its parameters) puts its int8-weight binaries under 1/4
     # of the fp32 bytes (0.224x at -0.4 % test MSE, reports/bench/compress_small_pruned.txt), but the reference run
-    # in reports/ predates it; add "small": 0.05 here (or run `compress ship small --ratio 0.05 --round-to 4 --finetune-steps 500`)
+    # in reports/ predates it; add "small": 0.05 here (or see the README for the `compress ship small` command)
     prune: dict[str, float] = field(default_factory=lambda: {"tiny": 0.3, "tiny-mel": 0.3})
     # preset -> fine-tune steps after pruning (others: PRUNE_FINETUNE_STEPS). A 5 % cut of small needs few, and
     # each of its steps costs ~10x one of tiny's: 500 recovered it fully in the benchmark above
