@@ -144,6 +144,13 @@ def run_pipeline(workdir: str | Path, reports_dir: str | Path, *, config: RunCon
             f"{saved}: this work folder was made with another run config; use another --workdir or delete it"
         )
         raise FacedistillError(msg)
+    # the corpus config is checked (e.g. --labeled-languages) before the run config is saved: a typo must not pin
+    # the folder to a config that can never run
+    corpus_config = CorpusConfig.quick(seed=config.seed) if config.quick else CorpusConfig(seed=config.seed)
+    if config.labeled_languages:
+        corpus_config = replace(
+            corpus_config, labeled=replace(corpus_config.labeled, languages=config.labeled_languages)
+        )
     atomic_write_json(saved, config.to_dict())
     swept = sweep_stale_temps(work)
     if swept:
@@ -154,11 +161,6 @@ def run_pipeline(workdir: str | Path, reports_dir: str | Path, *, config: RunCon
 
     corpus = work / "corpus"
     t = _stage("corpus")
-    corpus_config = CorpusConfig.quick(seed=config.seed) if config.quick else CorpusConfig(seed=config.seed)
-    if config.labeled_languages:
-        corpus_config = replace(
-            corpus_config, labeled=replace(corpus_config.labeled, languages=config.labeled_languages)
-        )
     build_corpus(corpus, config=corpus_config)
     _done("corpus", t, timings)
 

@@ -52,3 +52,14 @@ def test_labeled_languages_reach_the_corpus(tmp_path, monkeypatch):
 def test_pruning_settings_must_name_distilled_presets():
     with pytest.raises(FacedistillError, match="not distilled"):
         RunConfig(prune_steps={"huge": 10})
+
+
+def test_a_bad_language_is_refused_before_the_run_config_is_saved(tmp_path, monkeypatch):
+    _stub_corpus(monkeypatch)
+    with pytest.raises(FacedistillError, match="language 'xx' unsupported"):
+        run_pipeline(tmp_path, tmp_path / "reports", config=RunConfig.quick_config(labeled_languages=["xx"]))
+    assert not (
+        tmp_path / "run_config.json"
+    ).exists()  # the corrected rerun is not refused as "another config"
+    with pytest.raises(_Stop):
+        run_pipeline(tmp_path, tmp_path / "reports", config=RunConfig.quick_config(labeled_languages=["es"]))
