@@ -166,9 +166,8 @@ def export(
                     parity = check_parity(path, outputs, reference, tolerance=config.tolerance(dtype))
                     if dtype in QUANTIZED:
                         check_int8(tmp, path, keep_float=tuple(float_layers(binary_model, keep)))
-                except (
-                    ExportError
-                ) as exc:  # a verdict on this very binary: remember it, so a rerun need not redo it
+                except ExportError as exc:
+                    # a verdict on this very binary: remember it, so a rerun with the same inputs need not redo it
                     _record_refusal(path, parent_sha256, config, windows, exc)
                     raise
                 card = build_card(
@@ -238,6 +237,11 @@ def refusal_path(binary: Path) -> Path:
     return binary.with_name(binary.name + ".refused.json")
 
 
+def _config_key(config: ExportConfig) -> dict[str, Any]:
+    """``config`` as it reads back from a card or refusal record (JSON: tuples become lists)."""
+    return json.loads(json.dumps(config.to_dict()))
+
+
 def _windows_digest(calib: np.ndarray, heldout: np.ndarray) -> str:
     h = hashlib.sha256()
     for arr in (calib, heldout):
@@ -263,7 +267,7 @@ def _record_refusal(
         return
     entry = {
         "parent_sha256": parent_sha256,
-        "export_config": json.loads(json.dumps(config.to_dict())),
+        "export_config": _config_key(config),
         "windows_sha256": windows,
         "error": str(exc),
         "max_abs_diff": exc.max_abs_diff,
@@ -285,10 +289,10 @@ def _raise_recorded_refusal(
 ) -> None:
     """Raise the recorded refusal of ``path`` again if it was made from the same parent, config and windows: the
     build is deterministic, so a rerun (``compress run`` resuming) would only measure the same miss again."""
-    record_file = refusal_path(path)
-    if parent_sha256 is None or not record_file.is_file():
+    if parent_sha256 is None:
         return
-    wanted = json.loads(json.dumps(config.to_dict()))
+    record_file = refusal_path(path)
+    wanted = _config_key(config)
     for r in _read_refusals(record_file):
         if (
             r.get("parent_sha256") == parent_sha256
@@ -312,7 +316,7 @@ def _up_to_date(path: Path, parent_sha256: str | None, config: ExportConfig) -> 
         return False
     return (
         data.get("parent_sha256") == parent_sha256
-        and data.get("export_config") == json.loads(json.dumps(config.to_dict()))
+        and data.get("export_config") == _config_key(config)
         and data.get("sha256") == sha256_file(path)
     )
 

@@ -58,8 +58,7 @@ def test_a_bad_language_is_refused_before_the_run_config_is_saved(tmp_path, monk
     _stub_corpus(monkeypatch)
     with pytest.raises(FacedistillError, match="language 'xx' unsupported"):
         run_pipeline(tmp_path, tmp_path / "reports", config=RunConfig.quick_config(labeled_languages=["xx"]))
-    assert not (
-        tmp_path / "run_config.json"
-    ).exists()  # the corrected rerun is not refused as "another config"
+    # nothing saved, so the corrected rerun is not refused as "another config"
+    assert not (tmp_path / "run_config.json").exists()
     with pytest.raises(_Stop):
         run_pipeline(tmp_path, tmp_path / "reports", config=RunConfig.quick_config(labeled_languages=["es"]))

@@ -178,6 +178,8 @@ def test_closure_hinge_pulls_only_closed_frames_below_threshold_plus_margin():
     assert closure_hinge(pred, targets, mask, 0, 0.1, 0.5).item() == pytest.approx((0.3**2 + 0.15**2) / 3)
     assert closure_hinge(pred, targets, mask, 0, 0.0, 0.5).item() == pytest.approx((0.2**2 + 0.1**2) / 3)
     assert closure_hinge(pred, targets * 0, mask, 0, 0.1, 0.5).item() == 0.0
+    with pytest.raises(DistillError, match="weights"):
+        DistillConfig(closure_hinge_weight=-1.0)
 
 
 def test_closure_channel_is_the_rigs_mouth_close_only_while_the_hinge_is_on():
@@ -187,8 +189,6 @@ def test_closure_channel_is_the_rigs_mouth_close_only_while_the_hinge_is_on():
     assert closure_channel(ARKIT_52, 0.01) == list(ARKIT_52).index("mouthClose")
     assert closure_channel(ARKIT_52, 0.0) is None  # hinge off
     assert closure_channel(["jawOpen", "brow"], 1.0) is None  # a rig without a closure channel
-    with pytest.raises(DistillError, match="weights"):
-        DistillConfig(closure_hinge_weight=-1.0)
 
 
 def test_cli_trains_a_preset_on_mulaw_input(synthetic, tmp_path) -> None:
