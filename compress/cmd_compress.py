@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from compress.cliargs import comma_list
 from compress.export import DTYPES, FORMATS, ExportConfig, ExportError, export_each, run_binary
 from compress.prune import IMPORTANCES, PruneConfig, prune
 from compress.quantize import ROUNDINGS, QuantizeConfig, input_sensitivity, qat_finetune, sensitivity
@@ -230,7 +231,7 @@ def cmd_ship(args: argparse.Namespace) -> int:
 
 def _csv(kind: tuple[str, ...]):
     def parse(text: str) -> list[str]:
-        items = [t.strip() for t in text.split(",") if t.strip()]
+        items = comma_list(text)
         bad = [t for t in items if t not in kind]
         if bad or not items:
             msg = f"choose from {','.join(kind)} (got {text!r})"
@@ -258,7 +259,7 @@ def _common(p: argparse.ArgumentParser, *, out_default: Path | None) -> None:
         p.add_argument("--formats", type=_csv(FORMATS), default=list(FORMATS), help="onnx,tflite")
         p.add_argument(
             "--keep-float",
-            type=lambda s: [t for t in s.split(",") if t],
+            type=comma_list,
             default=[],
             help="comma-separated layers kept float in int8 binaries (e.g. out,head.0)",
         )

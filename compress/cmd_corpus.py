@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compress.cliargs import comma_list
 from teacher.constants import ARKIT_52, SAMPLE_RATE, frame_times
 from teacher.corpus import CARD_FILE, SPLITS, CorpusConfig, build_corpus, format_summary
 from teacher.dataset import MANIFEST, Dataset, DatasetError, Utterance
@@ -88,7 +89,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     sizes = {"labeled": args.labeled_minutes, "unlabeled": args.unlabeled_minutes, "test": args.test_minutes}
     splits = {name: replace(getattr(config, name), minutes=m) for name, m in sizes.items() if m is not None}
     if args.labeled_languages:
-        languages = tuple(x.strip() for x in args.labeled_languages.split(",") if x.strip())
+        languages = tuple(comma_list(args.labeled_languages))
         splits["labeled"] = replace(splits.get("labeled", config.labeled), languages=languages)
     extra = {"workers": args.workers} if args.workers else {}
     config = replace(config, seed=args.seed, fps=args.fps, **splits, **extra)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.budgets import DEFAULT_BUDGETS, LIMITS, Budget, check, load_budgets, select_budgets
+from compress.cliargs import comma_list
 from compress.profile import ProfileConfig, profile_binary, streaming_card_path
 from teacher.fsutil import atomic_write_json
 
@@ -165,7 +166,7 @@ def unique_models(paths: list[str]) -> list[str]:
 
 def run_profile(args: argparse.Namespace) -> int:
     source = args.budgets or DEFAULT_BUDGETS
-    names = [n.strip() for n in args.budget.split(",") if n.strip()]
+    names = comma_list(args.budget)
     budgets = select_budgets(load_budgets(source), names, source) if names or args.budgets else []
     config = ProfileConfig(runs=args.runs, warmup=args.warmup)
     results, failed = [], []

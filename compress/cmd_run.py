@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from compress.cliargs import comma_list
 from compress.pipeline import RunConfig, run_pipeline
 
 
@@ -13,9 +14,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     reports = args.reports or (workdir / "reports" if args.quick else Path("reports"))
     options: dict = {"seed": args.seed}
     if args.labeled_languages:
-        options["labeled_languages"] = tuple(
-            x.strip() for x in args.labeled_languages.split(",") if x.strip()
-        )
+        options["labeled_languages"] = tuple(comma_list(args.labeled_languages))
     run_pipeline(
         workdir, reports, config=RunConfig.quick_config(**options) if args.quick else RunConfig(**options)
     )

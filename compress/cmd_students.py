@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from compress.cliargs import comma_list
 from students.distill import DistillConfig, distill
 from students.model import PRESETS, Student, describe, preset
 from teacher.constants import samples_to_ms
@@ -101,7 +102,7 @@ def _distill_config(args: argparse.Namespace) -> DistillConfig:
             msg = f"{args.config}: --config is not valid JSON ({exc})"
             raise FacedistillError(msg) from None
     if args.presets:
-        data["presets"] = [p.strip() for p in args.presets.split(",") if p.strip()]
+        data["presets"] = comma_list(args.presets)
     if args.seed is not None:
         data["seed"] = args.seed
     if args.labeled_weight is not None:
@@ -112,11 +113,11 @@ def _distill_config(args: argparse.Namespace) -> DistillConfig:
         data["closure_hinge_weight"] = args.closure_hinge
     if args.mulaw:
         overrides = data.setdefault("overrides", {})
-        for name in (p.strip() for p in args.mulaw.split(",") if p.strip()):
+        for name in comma_list(args.mulaw):
             overrides.setdefault(name, {})["input_encoding"] = "mulaw"
     if args.logmel:
         overrides = data.setdefault("overrides", {})
-        for name in (p.strip() for p in args.logmel.split(",") if p.strip()):
+        for name in comma_list(args.logmel):
             width = preset(name).frontend_channels[-1]  # refuses an unknown preset by name
             overrides.setdefault(name, {}).update(frontend="logmel", strides=[1], frontend_channels=[width])
     if args.steps is not None:

@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from compress.cliargs import comma_list
 from teacher.constants import ARKIT_52
 from teacher.dataset import Dataset
 from teacher.errors import FacedistillError
@@ -174,9 +175,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     teacher = Teacher.load(args.teacher)
-    by = tuple(k.strip() for k in args.by.split(",") if k.strip())
+    by = tuple(comma_list(args.by))
     results = {}
-    for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
+    for split in comma_list(args.splits):
         root = Path(args.corpus) / split
         if not (root / "manifest.json").is_file():
             print(f"teacher eval: skipping {root} (no dataset)", file=sys.stderr)
@@ -211,7 +212,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     if args.onnx_teacher:
         from teacher.byo import OnnxTeacher
 
-        names = [c.strip() for c in args.channels.split(",")] if args.channels else list(ARKIT_52)
+        names = comma_list(args.channels) or list(ARKIT_52)
         teacher = OnnxTeacher(
             args.onnx_teacher,
             channel_names=names,

@@ -422,31 +422,36 @@ def _pruned(
     (tiny, 50 %, test MSE vs unpruned: +42 % in bench_compress at a859a2e, 300 steps on labeled windows; +8.7 %
     with these settings at 6cf0582). The stop-14 reference run's 30 % pruned tiny: +6.7 % (reports/)."""
     out = pruned_path(ckpt, ratio)
-    parent = sha256_file(ckpt)
-    if saved_with(out, parent_sha256=parent):
+    count, steps = (512, 40) if config.quick else (PRUNE_FINETUNE_WINDOWS, steps)
+    pconfig = PruneConfig(ratio=ratio, round_to=4, finetune_steps=steps)
+    # reused only if made from the same parent with the same pruning, fine-tune and windows
+    made = {
+        "parent_sha256": sha256_file(ckpt),
+        "prune_config": asdict(pconfig),
+        "windows": count,
+        "seed": config.seed,
+    }
+    if saved_with(out, **made):
         return out
     model = load_student(ckpt)
-    count, steps = (512, 40) if config.quick else (PRUNE_FINETUNE_WINDOWS, steps)
     windows, _ = split_windows(audio_split, model, part="calib", count=count, seed=config.seed)
-    pruned = prune(model, windows, config=PruneConfig(ratio=ratio, round_to=4, finetune_steps=steps))
-    save_student(out, pruned, parent_sha256=parent)
+    save_student(out, prune(model, windows, config=pconfig), **made)
     return out
 
 
 def _qat(ckpt: Path, steps: int, audio_split, config: RunConfig) -> Path:
     """QAT-tune ``ckpt`` (``compress.quantize.qat_finetune``: int8 fake quantization, self-distillation towards its
     float outputs) on windows of ``audio_split`` (the pseudo-labeled audio; labels unused). Saved beside it as
-    ``student-qat.pt`` with the parent's hash, and reused while that hash matches."""
+    ``student-qat.pt`` with the parent's hash and settings, and reused while both match."""
     out = ckpt.with_name("student-qat.pt")
-    parent = sha256_file(ckpt)
-    if saved_with(out, parent_sha256=parent):
+    count, steps = (256, min(steps, 20)) if config.quick else (4096, steps)
+    qconfig = QuantizeConfig(qat_steps=steps, seed=config.seed)
+    made = {"parent_sha256": sha256_file(ckpt), "quantize_config": qconfig.to_dict(), "windows": count}
+    if saved_with(out, **made):
         return out
     model = load_student(ckpt)
-    count, steps = (256, min(steps, 20)) if config.quick else (4096, steps)
     windows, _ = split_windows(audio_split, model, part="calib", count=count, seed=config.seed)
-    qconfig = QuantizeConfig(qat_steps=steps, seed=config.seed)
-    tuned = qat_finetune(model, windows, config=qconfig)
-    save_student(out, tuned, parent_sha256=parent, quantize_config=qconfig.to_dict())
+    save_student(out, qat_finetune(model, windows, config=qconfig), **made)
     return out
 
 

@@ -67,3 +67,29 @@ def test_logmel_filterbank_is_never_pruned(tmp_path):
     x = torch.from_numpy(speechlike(4, model.window_samples, 1))
     with torch.no_grad():
         assert torch.equal(load_student(tmp_path / "p.pt")(x), pruned(x))
+
+
+def test_run_pipeline_pruned_child_is_reused_only_with_the_same_parent_and_settings(tmp_path):
+    from compress.pipeline import RunConfig, _pruned
+    from students.data import Split
+
+    model = tiny_student(frontend=(8, 16, 16))
+    ckpt = tmp_path / "student.pt"
+    save_student(ckpt, model)
+    rng = np.random.default_rng(0)
+    audio = [speechlike(1, 8000, i)[0] for i in range(4)]
+    targets = [rng.uniform(0, 1, (15, 4)).astype(np.float32) for _ in audio]
+    split = Split("toy", audio, targets, [[] for _ in audio], 30, list(model.config.channel_names), "x")
+    config = RunConfig.quick_config()
+
+    def made(ratio=0.5, steps=5, seed=0):
+        return _pruned(ckpt, ratio, split, RunConfig.quick_config(seed=seed), steps).stat().st_mtime_ns
+
+    path = _pruned(ckpt, 0.5, split, config, 5)
+    assert path.name == "student-pruned50.pt"
+    stamp = path.stat().st_mtime_ns
+    assert made() == stamp  # same parent and settings: reused
+    assert made(seed=1) != stamp  # other windows: made again
+    stamp = path.stat().st_mtime_ns
+    save_student(ckpt, tiny_student(seed=1, frontend=(8, 16, 16)))  # a new parent: made again
+    assert made() != stamp

@@ -147,6 +147,8 @@ def test_run_pipeline_qat_variant_is_made_once_per_parent_and_exports_int8(tmp_p
     assert path.name == "student-qat.pt" and load_student(path).config.input_encoding == "mulaw"
     stamp = path.stat().st_mtime_ns
     assert _qat(ckpt, 5, split, config) == path and path.stat().st_mtime_ns == stamp  # reused, not retrained
+    assert _qat(ckpt, 3, split, config).stat().st_mtime_ns != stamp  # other QAT steps: made again
+    stamp = path.stat().st_mtime_ns
     save_student(ckpt, tiny_student(seed=1, input_encoding="mulaw"))  # a new parent: made again
     assert _qat(ckpt, 5, split, config).stat().st_mtime_ns != stamp
     refusals = _ship_one(
