@@ -150,6 +150,31 @@ def test_stage2_warm_starts_from_a_same_shaped_teacher(synthetic) -> None:
     assert cold["warm_start"] is None
 
 
+def test_zero_out_init_starts_a_cold_student_at_the_target_mean_and_spares_a_warm_one(synthetic) -> None:
+    split = load_split(synthetic["pseudo"])
+    settings = DistillConfig(**{**FAST, "lr": 0.0, "zero_out_init": True})
+    student, summary = train_student(preset("edge"), split, settings=settings, steps=2, progress=False)
+    assert summary["warm_start"] is None and not student.out.weight.any()
+    windows = torch.from_numpy(
+        np.random.default_rng(0).normal(0, 0.1, (3, student.window_samples)).astype("f4")
+    )
+    with torch.no_grad():
+        out = student(windows)
+    mean = torch.from_numpy(np.clip(split.target_mean(), 0.01, 0.99))
+    assert torch.allclose(out, mean.expand_as(out), atol=1e-6)  # any audio: the target mean
+    default, _ = train_student(
+        preset("edge"), split, settings=DistillConfig(**{**FAST, "lr": 0.0}), steps=2, progress=False
+    )
+    assert default.out.weight.any()
+    torch.manual_seed(5)
+    teacher = Student(preset("tiny")).eval().requires_grad_(False)
+    warm, summary = train_student(
+        preset("tiny", past_ms=320.0, future_ms=192.0), split, settings=settings, steps=2, teacher=teacher,
+        progress=False,
+    )  # fmt: skip
+    assert summary["warm_start"] == "exact" and torch.equal(warm.out.weight, teacher.out.weight)
+
+
 def test_closure_weight_scales_the_closure_channel_error():
     from students.data import Batch
     from students.distill import curve_loss
