@@ -222,7 +222,16 @@ def test_cli_trains_a_preset_on_mulaw_input(synthetic, tmp_path) -> None:
     settings = json.dumps({**FAST, "stage1": "edge", "steps": {"edge": 10}})
     rc = main(
         ["distill", "--pseudo", str(synthetic["pseudo"]), "--presets", "edge", "--mulaw", "edge"]
-        + ["--config", settings, "--closure-hinge", "0.05", "--no-test", "--out", str(tmp_path)]
+        + [
+            "--config",
+            settings,
+            "--closure-hinge",
+            "0.05",
+            "--zero-out-init",
+            "--no-test",
+            "--out",
+            str(tmp_path),
+        ]
     )
     assert rc == 0
     model = load_student(tmp_path / "edge" / "student.pt")
@@ -230,6 +239,7 @@ def test_cli_trains_a_preset_on_mulaw_input(synthetic, tmp_path) -> None:
     card = json.loads((tmp_path / "edge" / "card.json").read_text())
     assert card["distill_config"]["overrides"] == {"edge": {"input_encoding": "mulaw"}}
     assert card["distill_config"]["closure_hinge_weight"] == 0.05
+    assert card["distill_config"]["zero_out_init"] is True
     assert (
         main(["distill", "--pseudo", str(synthetic["pseudo"]), "--mulaw", "huge", "--out", str(tmp_path)])
         == 2
