@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--test-minutes", type=float, help="size of the test split (default 8, quick 0.5)")
     build.add_argument(
         "--labeled-languages",
-        help="comma-separated languages of the labeled split (default en-us,de); the test split keeps at least "
+        help="comma-separated languages of the labeled split (default en-us,de,es,nl,cs); the test split keeps at least "
         "one language that neither labeled nor unlabeled has",
     )
     build.add_argument("--workers", type=int, help="synthesis processes (default 2, quick 1)")

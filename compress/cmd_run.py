@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of every stage (default 0)")
     p.add_argument(
         "--labeled-languages",
-        help="comma-separated languages of the corpus's labeled split (default en-us,de): the languages the "
+        help="comma-separated languages of the corpus's labeled split (default en-us,de,es,nl,cs): the languages the "
         "teacher learns from ground truth",
     )
     p.set_defaults(handler=cmd_run)

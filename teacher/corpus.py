@@ -69,7 +69,9 @@ class SplitConfig:
 
 
 def _labeled() -> SplitConfig:
-    return SplitConfig(minutes=10.0, languages=("en-us", "de"), variants=("", "f1", "m3"))
+    # five languages in the same 10 minutes (was en-us, de): test MSE 0.361x -> 0.307x the mean predictor, lip closure
+    # 0.79 -> 0.83, the test split unchanged (reports/bench/teacher_labeled_languages.txt)
+    return SplitConfig(minutes=10.0, languages=("en-us", "de", "es", "nl", "cs"), variants=("", "f1", "m3"))
 
 
 def _unlabeled() -> SplitConfig:

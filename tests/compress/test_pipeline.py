@@ -34,7 +34,7 @@ def test_run_config_saved_before_an_option_existed_still_matches(tmp_path, monke
     (tmp_path / "run_config.json").write_text(json.dumps(saved))
     with pytest.raises(_Stop):
         run_pipeline(tmp_path, tmp_path / "reports", config=config)
-    assert seen["config"].labeled.languages == ("en-us", "de")  # the corpus default
+    assert seen["config"].labeled.languages == ("en-us", "de", "es", "nl", "cs")  # the corpus default
     with pytest.raises(FacedistillError, match="another run config"):
         run_pipeline(tmp_path, tmp_path / "reports", config=RunConfig.quick_config(labeled_languages=("es",)))
 
