@@ -52,7 +52,7 @@ class RunConfig:
     quick: bool = False
     seed: int = 0
     teacher_epochs: int | None = None  # None: the teacher's default (quick: 6)
-    labeled_languages: tuple[str, ...] | None = None  # None: the corpus default (teacher.corpus: en-us, de, es, nl, cs)
+    labeled_languages: tuple[str, ...] | None = None  # None: the corpus default (teacher.corpus._labeled)
     presets: tuple[str, ...] = ("small", "tiny", "tiny-mel", "realtime", "edge", "edge-mulaw", "causal")
     ship: tuple[str, ...] = (
         "tiny",
@@ -426,7 +426,7 @@ def _pruned(
     # reused only if made from the same parent with the same pruning, fine-tune and windows
     made = {
         "parent_sha256": sha256_file(ckpt),
-        "prune_config": asdict(pconfig),
+        "prune_config": pconfig.to_dict(),
         "windows": count,
         "seed": config.seed,
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from toy_models import speechlike, tiny_student
+from toy_models import speechlike, tiny_student, toy_split
 
 from compress.prune import PruneConfig, PruneError, prune
 from students.model import count_params, load_student, save_student
@@ -71,15 +71,11 @@ def test_logmel_filterbank_is_never_pruned(tmp_path):
 
 def test_run_pipeline_pruned_child_is_reused_only_with_the_same_parent_and_settings(tmp_path):
     from compress.pipeline import RunConfig, _pruned
-    from students.data import Split
 
     model = tiny_student(frontend=(8, 16, 16))
     ckpt = tmp_path / "student.pt"
     save_student(ckpt, model)
-    rng = np.random.default_rng(0)
-    audio = [speechlike(1, 8000, i)[0] for i in range(4)]
-    targets = [rng.uniform(0, 1, (15, 4)).astype(np.float32) for _ in audio]
-    split = Split("toy", audio, targets, [[] for _ in audio], 30, list(model.config.channel_names), "x")
+    split = toy_split(model)
     config = RunConfig.quick_config()
 
     def made(ratio=0.5, steps=5, seed=0):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from toy_models import speechlike, tiny_student
+from toy_models import speechlike, tiny_student, toy_split
 
 from compress.quantize import (
     QuantizeConfig,
@@ -132,16 +132,12 @@ def test_run_pipeline_qat_variant_is_made_once_per_parent_and_exports_int8(tmp_p
 
     from compress.card import card_path
     from compress.pipeline import RunConfig, _qat, _ship_one
-    from students.data import Split
     from students.model import load_student, save_student
 
     model = tiny_student(input_encoding="mulaw")
     ckpt = tmp_path / "student.pt"
     save_student(ckpt, model)
-    rng = np.random.default_rng(0)
-    audio = [speechlike(1, 8000, i)[0] for i in range(4)]
-    targets = [rng.uniform(0, 1, (15, 4)).astype(np.float32) for _ in audio]
-    split = Split("toy", audio, targets, [[] for _ in audio], 30, list(model.config.channel_names), "x")
+    split = toy_split(model)
     config = RunConfig.quick_config()
     path = _qat(ckpt, 5, split, config)
     assert path.name == "student-qat.pt" and load_student(path).config.input_encoding == "mulaw"

@@ -40,3 +40,13 @@ def speechlike(n: int, width: int, seed: int) -> np.ndarray:
     t = np.arange(width)[None]
     tone = np.sin(t * rng.uniform(0.01, 0.3, (n, 1))) * rng.uniform(0.05, 0.5, (n, 1))
     return (tone + 0.02 * rng.standard_normal((n, width))).astype(np.float32)
+
+
+def toy_split(model: Student):
+    """Four speech-like utterances of 0.5 s with random targets in [0, 1] (15 frames at 30 fps each)."""
+    from students.data import Split
+
+    rng = np.random.default_rng(0)
+    audio = [speechlike(1, 8000, i)[0] for i in range(4)]
+    targets = [rng.uniform(0, 1, (15, len(model.config.channel_names))).astype(np.float32) for _ in audio]
+    return Split("toy", audio, targets, [[] for _ in audio], 30, list(model.config.channel_names), "x")
