@@ -195,11 +195,14 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         print(f"{'layer':<14}{'params':>10}{'output mse':>14}{'max |Δ|':>11}")
         for r in [*rows, floor]:
             print(f"{r['layer']:<14}{r['params']:>10,}{r['mse']:>14.3g}{r['max_abs_diff']:>11.3g}")
-        print(
-            f"-> {report} (keep the top layers in float with --keep-float, or try --qat-steps; the int8 input "
-            f"alone costs max |Δ| {floor['max_abs_diff']:.3g}, which no layer choice removes: --dtypes a16w8 "
-            "keeps int8 weights with int16 activations)"
-        )
+        if floor.get("float_input"):
+            tail = "the input stays float, as the log-mel filterbank runs in float"
+        else:
+            tail = (
+                f"the int8 input alone costs max |Δ| {floor['max_abs_diff']:.3g}, which no layer choice removes: "
+                "--dtypes a16w8 keeps int8 weights with int16 activations"
+            )
+        print(f"-> {report} (keep the top layers in float with --keep-float, or try --qat-steps; {tail})")
     if args.qat_steps:
         calib, labels, _ = _windows(args, model)
         config = QuantizeConfig(keep_float=tuple(args.keep_float), qat_steps=args.qat_steps, seed=args.seed)

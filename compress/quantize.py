@@ -208,7 +208,12 @@ def input_sensitivity(
     An int8 binary quantizes its audio input per tensor over the calibrated range, whatever its layers do; no
     ``keep_float`` choice can remove this error, so it is a floor under every int8 binary of the model. Returns a
     row like :func:`sensitivity`'s with ``layer`` = ``"(input)"`` and ``params`` = 0.
+
+    A log-mel student's binary keeps its filterbank in float (:func:`always_float`), so its audio input is float too
+    (the card says so): then there is no input error and the row has ``float_input`` True and zeros.
     """
+    if always_float(model):
+        return {"layer": "(input)", "params": 0, "mse": 0.0, "max_abs_diff": 0.0, "float_input": True}
     model, (calib, x) = as_binary(
         model.eval(),
         np.asarray(calib_windows, dtype=np.float32),
@@ -236,12 +241,14 @@ def sensitivity(
     """Quantize one weight layer at a time (its weights and its output), rank layers by the output error caused.
 
     Returns one row per layer, worst first: layer, params, mse, max_abs_diff (vs the float model on
-    ``eval_windows``). The top rows are the candidates for ``keep_float`` or QAT.
+    ``eval_windows``). The top rows are the candidates for ``keep_float`` or QAT. Layers that every binary keeps in
+    float (:func:`always_float`: a log-mel filterbank) are left out: no binary quantizes them.
     """
     model = model.eval()
     calib = torch.as_tensor(np.asarray(calib_windows, dtype=np.float32))
     x = torch.as_tensor(np.asarray(eval_windows, dtype=np.float32))
-    layers = weight_layers(model)
+    fixed = always_float(model)
+    layers = {name: m for name, m in weight_layers(model).items() if not in_modules(name, fixed)}
     ranges: dict[str, tuple[float, float]] = {}
 
     def observe(name: str):
