@@ -146,7 +146,7 @@ def export(
     for fmt in config.formats:
         for dtype in config.dtypes:
             path = out_dir / f"{name}.{dtype}{SUFFIX[fmt]}"
-            if not force and _up_to_date(path, parent_sha256, config):
+            if not force and _up_to_date(path, parent_sha256, config, windows):
                 written.append(path)
                 continue
             if not force:
@@ -164,6 +164,9 @@ def export(
                 outputs = run_binary(tmp, heldout)
                 try:
                     parity = check_parity(path, outputs, reference, tolerance=config.tolerance(dtype))
+                    parity["windows_sha256"] = (
+                        windows  # calibration + held-out: a rerun on other audio rebuilds
+                    )
                     if dtype in QUANTIZED:
                         check_int8(tmp, path, keep_float=tuple(float_layers(binary_model, keep)))
                 except ExportError as exc:
@@ -306,7 +309,9 @@ def _raise_recorded_refusal(
             )
 
 
-def _up_to_date(path: Path, parent_sha256: str | None, config: ExportConfig) -> bool:
+def _up_to_date(path: Path, parent_sha256: str | None, config: ExportConfig, windows: str) -> bool:
+    """The binary and its card exist and were made from this parent, export config and calibration/held-out
+    windows (a card without the windows' hash predates it and is rebuilt)."""
     card = card_path(path)
     if parent_sha256 is None or not (path.is_file() and card.is_file()):
         return False
@@ -317,6 +322,7 @@ def _up_to_date(path: Path, parent_sha256: str | None, config: ExportConfig) -> 
     return (
         data.get("parent_sha256") == parent_sha256
         and data.get("export_config") == _config_key(config)
+        and (data.get("parity") or {}).get("windows_sha256") == windows
         and data.get("sha256") == sha256_file(path)
     )
 

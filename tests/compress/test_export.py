@@ -169,6 +169,12 @@ def test_rerun_skips_up_to_date_binary(tmp_path):
     stamp = path.stat().st_mtime_ns
     ex.export(*args, name="t", config=config, parent_sha256="p")
     assert path.stat().st_mtime_ns == stamp
+    # other calibration or held-out windows (e.g. compress run's calibration audio changed): rebuilt
+    other = (model, speechlike(8, w, 2), speechlike(8, w, 1), tmp_path)
+    ex.export(*other, name="t", config=config, parent_sha256="p")
+    assert path.stat().st_mtime_ns != stamp
+    card = json.loads(card_path(path).read_text())
+    assert card["parity"]["windows_sha256"] == ex._windows_digest(speechlike(8, w, 2), speechlike(8, w, 1))
 
 
 def test_cli_export_and_quantize_from_a_dataset(tmp_path, capsys):
