@@ -23,7 +23,7 @@ from compress.cmd_compress import evaluate_binary, split_windows
 from compress.cmd_profile import run_profile
 from compress.export import ExportConfig, ExportError, export
 from compress.prune import PruneConfig, prune
-from compress.quantize import QuantizeConfig, always_float, in_modules, qat_finetune, sensitivity
+from compress.quantize import QuantizeConfig, qat_finetune, sensitivity
 from compress.report import collect_results, save_example, write_report
 from compress.stream_export import export_streaming
 from students.data import load_split
@@ -337,10 +337,8 @@ def _ranker(model, calib, held):
     cache: list[str] = []
 
     def rank() -> list[str]:
-        if not cache:  # layers that stay float anyway (a log-mel filterbank) are no candidates
-            fixed = always_float(model)
-            rows = sensitivity(model, calib(), held())
-            cache.extend(row["layer"] for row in rows if not in_modules(row["layer"], fixed))
+        if not cache:  # (sensitivity leaves out what stays float anyway: a log-mel filterbank)
+            cache.extend(row["layer"] for row in sensitivity(model, calib(), held()))
         return cache
 
     return rank
