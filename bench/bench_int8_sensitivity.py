@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from compress.cmd_compress import split_windows
+from compress.cmd_compress import print_sensitivity, split_windows
 from compress.quantize import input_sensitivity, sensitivity
 from students.data import load_split
 from students.model import load_student
@@ -37,9 +37,7 @@ def main() -> None:
         print(
             f"# {ckpt} ({model.config.input_encoding} input): {len(calib)} calibration / {len(held)} held-out windows"
         )
-        print(f"{'layer':<14}{'params':>10}{'output mse':>14}{'max |Δ|':>11}")
-        for r in [floor, *rows[: args.rows]]:
-            print(f"{r['layer']:<14}{r['params']:>10,}{r['mse']:>14.3g}{r['max_abs_diff']:>11.3g}")
+        print_sensitivity([floor, *rows[: args.rows]])
 
 
 if __name__ == "__main__":

@@ -60,6 +60,13 @@ def split_windows(
     return x, y
 
 
+def print_sensitivity(rows: list[dict[str, Any]]) -> None:
+    """The table of ``quantize.sensitivity`` / ``input_sensitivity`` rows, one line each."""
+    print(f"{'layer':<14}{'params':>10}{'output mse':>14}{'max |Δ|':>11}")
+    for r in rows:
+        print(f"{r['layer']:<14}{r['params']:>10,}{r['mse']:>14.3g}{r['max_abs_diff']:>11.3g}")
+
+
 def evaluate_binary(path: str | Path, model: Student, test: Split) -> dict[str, Any]:
     """teacher.metrics.evaluate of a binary run window by window over whole test utterances."""
     preds, truths, phonemes = [], [], []
@@ -192,9 +199,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         floor = input_sensitivity(model, calib, heldout)
         report = Path(args.out) / f"{name}.sensitivity.json"
         atomic_write_json(report, {"parent_sha256": sha256_file(ckpt), "layers": rows, "input": floor})
-        print(f"{'layer':<14}{'params':>10}{'output mse':>14}{'max |Δ|':>11}")
-        for r in [*rows, floor]:
-            print(f"{r['layer']:<14}{r['params']:>10,}{r['mse']:>14.3g}{r['max_abs_diff']:>11.3g}")
+        print_sensitivity([*rows, floor])
         if floor.get("float_input"):
             tail = "the input stays float, as the log-mel filterbank runs in float"
         else:
