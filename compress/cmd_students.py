@@ -86,6 +86,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--config",
         help="a DistillConfig as JSON text or a .json file (e.g. a card's distill_config); flags override it",
     )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where training runs: cpu (default), cuda, cuda:N or auto (cuda when visible). Not part of the "
+        "config: a run resumes on any device; each card records its device (bench/bench_distill_device.py)",
+    )
     p.set_defaults(handler=cmd_distill)
 
     s = subparsers.add_parser(
@@ -145,7 +151,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
             raise FacedistillError(msg)
         print(f"no labeled split at {labeled}: training without the ground-truth loss", file=sys.stderr)
         config, labeled = replace(config, labeled_weight=0.0), None
-    cards = distill(args.pseudo, args.out, config=config, labeled_dir=labeled, test_dir=test)
+    cards = distill(
+        args.pseudo, args.out, config=config, labeled_dir=labeled, test_dir=test, device=args.device
+    )
     for name, card in cards.items():
         line = f"{name:<9} params {card['params']:>9,}  lookahead {card['lookahead_ms']:>5g} ms"
         metrics = card.get("test", {}).get("metrics")

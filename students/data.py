@@ -104,6 +104,12 @@ class Batch:
     targets: torch.Tensor  # float32 [B, F, C] (0 where masked)
     mask: torch.Tensor  # bool [B, F]
 
+    def to(self, device: torch.device) -> Batch:
+        """The same batch on ``device`` (itself when that is the CPU, where batches are built)."""
+        if device.type == "cpu":
+            return self
+        return Batch(*(t.to(device) for t in (self.audio, self.anchors, self.targets, self.mask)))
+
 
 class ChunkSampler:
     """Random fixed-length chunks of a split (see the module docstring); stateless per step for exact resume."""

@@ -281,6 +281,42 @@ def _rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+def resolve_device(name: str | torch.device = "cpu") -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when one is visible, else the CPU) as a torch device.
+
+    Under ``torchrun`` a bare ``cuda`` means this rank's GPU (``LOCAL_RANK``). Asking for CUDA where none is visible
+    is refused with a clear error rather than silently training on the CPU.
+    """
+    text = str(name)
+    if text == "auto":
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        msg = f"--device {name!r}: not a device; use cpu, cuda, cuda:N or auto"
+        raise DistillError(msg) from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        msg = f"--device {name!r}: only cpu and cuda are supported"
+        raise DistillError(msg)
+    if not torch.cuda.is_available():
+        msg = f"--device {name!r}: no CUDA device is visible to torch {torch.__version__} (use --device cpu)"
+        raise DistillError(msg)
+    if device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.index >= torch.cuda.device_count():
+        msg = f"--device {name!r}: only {torch.cuda.device_count()} CUDA device(s) visible"
+        raise DistillError(msg)
+    return device
+
+
+def _describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
 def _lr_at(step: int, steps: int, lr: float) -> float:
     warm = 20
     if step < warm:
@@ -306,14 +342,19 @@ def train_student(
     checkpoint: str | os.PathLike | None = None,
     augment: bool = False,
     progress: bool = True,
+    device: str | torch.device = "cpu",
 ) -> tuple[Student, dict[str, Any]]:
     """Train one student for ``steps`` steps on ``train`` targets (+ teacher features, + labeled ground truth).
 
     ``checkpoint`` (a path) makes the run resumable: it is rewritten every ``settings.checkpoint_every`` steps
-    and a rerun continues from it. ``augment`` adds gain/noise to ``train`` chunks (for labeled-only training).
-    Returns the trained student (eval mode) and a summary (steps, seconds, s/step, last losses).
+    and a rerun continues from it (on any device: checkpoints are loaded to the CPU first). ``augment`` adds
+    gain/noise to ``train`` chunks (for labeled-only training). ``device`` (see ``resolve_device``) is where the
+    forward and backward passes run; chunks are still cut on the CPU, with the same random draws, so a CUDA run
+    sees the same batches as a CPU run (its float results differ in rounding only). Returns the trained student
+    (on the CPU, eval mode) and a summary (steps, seconds, s/step, device, last losses).
     """
     rank, world = _rank_world()
+    device = resolve_device(device)
     torch.manual_seed(settings.seed)
     student = Student(config)
     _init_output_bias(student, train.target_mean())
@@ -321,7 +362,9 @@ def train_student(
     if settings.zero_out_init and warm is None:
         with torch.no_grad():
             student.out.weight.zero_()
-    trainee = _Trainee(student, teacher, settings.match if settings.feature_weight > 0 else ())
+    trainee = _Trainee(student, teacher, settings.match if settings.feature_weight > 0 else ()).to(device)
+    if teacher is not None:
+        teacher.to(device)
     models = [student] + ([teacher] if teacher is not None else [])
     left = max(m.left_context for m in models)
     right = max(m.lookahead_samples for m in models)
@@ -342,7 +385,7 @@ def train_student(
         )
 
     if settings.closure_weight > 0 and LIP_CLOSURE_CHANNEL in train.channel_names:
-        weights = closure_weights(train.channel_names, settings.closure_weight)
+        weights = closure_weights(train.channel_names, settings.closure_weight).to(device)
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     if ckpt_path is not None and ckpt_path.is_file():
         try:
@@ -365,7 +408,9 @@ def train_student(
         start = int(state["step"])
     model: nn.Module = trainee
     if world > 1:
-        model = nn.parallel.DistributedDataParallel(trainee)
+        model = nn.parallel.DistributedDataParallel(
+            trainee, device_ids=[device.index] if device.type == "cuda" else None
+        )
     trainee.train()
     last: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -383,12 +428,12 @@ def train_student(
         for group in optim.param_groups:
             group["lr"] = lr
         rng = np.random.default_rng([settings.seed, rank, step])
-        batch = sampler.batch(settings.batch_size, rng)
+        batch = sampler.batch(settings.batch_size, rng).to(device)
         n = settings.batch_size
         if (
             use_labeled
         ):  # one forward over pseudo-labeled + labeled chunks (same length): one DDP pass per step
-            gt = gt_sampler.batch(n, rng)
+            gt = gt_sampler.batch(n, rng).to(device)
             pred, feats = model(torch.cat([batch.audio, gt.audio]), torch.cat([batch.anchors, gt.anchors]))
             gt_loss, _ = curve_loss(pred[n:], gt, settings.velocity_weight, weights)
             if hinge_channel is not None:
@@ -433,6 +478,8 @@ def train_student(
             if world > 1:
                 dist.barrier()
     bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
     ran = steps - start
     summary = {
@@ -441,11 +488,14 @@ def train_student(
         "seconds_this_run": round(seconds, 2),
         "seconds_per_step": round(seconds / ran, 4) if ran else None,
         "world_size": world,
+        "device": _describe_device(device),
         "warm_start": warm,
         "batch_size": settings.batch_size,
         "last_losses": last,
     }
-    return student.eval(), summary
+    if teacher is not None:
+        teacher.cpu()
+    return student.cpu().eval(), summary
 
 
 # ---- the stage ------------------------------------------------------------------------------------------------
@@ -477,18 +527,24 @@ def distill(
     labeled_dir: str | os.PathLike | None = None,
     test_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    device: str = "cpu",
 ) -> dict[str, dict]:
     """Distil every preset of ``config`` into ``out_dir/<preset>/student.pt`` + ``card.json``; returns the cards.
 
     Finished presets (a card with the same configs) are skipped; interrupted ones resume from their checkpoint.
-    Under ``torchrun`` (WORLD_SIZE > 1) a gloo process group is set up and every rank trains the same steps.
+    Under ``torchrun`` (WORLD_SIZE > 1) a process group is set up (gloo on the CPU, nccl with ``device`` cuda: one
+    GPU per rank) and every rank trains the same steps. ``device`` is not part of the config: a run may resume on
+    another device, and its card records where each preset trained.
     """
+    resolved = resolve_device(device)
     own_group = False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
+        if resolved.type == "cuda":
+            torch.cuda.set_device(resolved)
+        dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
         own_group = True
     try:
-        return _distill(Path(pseudo_dir), Path(out_dir), config, labeled_dir, test_dir, progress)
+        return _distill(Path(pseudo_dir), Path(out_dir), config, labeled_dir, test_dir, progress, resolved)
     finally:
         if own_group:
             dist.destroy_process_group()
@@ -501,6 +557,7 @@ def _distill(
     labeled_dir: str | os.PathLike | None,
     test_dir: str | os.PathLike | None,
     progress: bool,
+    device: torch.device,
 ) -> dict[str, dict]:
     rank, world = _rank_world()
     train = load_pseudo(pseudo_dir)
@@ -539,6 +596,7 @@ def _distill(
             labeled=labeled,
             checkpoint=folder / "checkpoint.pt",
             progress=progress,
+            device=device,
         )
         if rank == 0:
             card = _card(name, student, config, summary, train, labeled, test, mean_vector, world)

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from students.data import ChunkSampler, evaluate_student, load_split
-from students.distill import DistillConfig, DistillError, align_features, distill, train_student
+from students.distill import (
+    DistillConfig,
+    DistillError,
+    align_features,
+    distill,
+    resolve_device,
+    train_student,
+)
 from students.model import Student, load_student, preset
 from teacher.constants import ANCHOR_QUANTUM
 
@@ -265,3 +272,60 @@ def test_cli_trains_a_preset_behind_the_logmel_frontend(synthetic, tmp_path) -> 
         main(["distill", "--pseudo", str(synthetic["pseudo"]), "--logmel", "huge", "--out", str(tmp_path)])
         == 2
     )
+
+
+def test_device_option_refuses_what_it_cannot_honour(synthetic, tmp_path) -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(DistillError, match="not a device"):
+        resolve_device("gpu0")
+    with pytest.raises(DistillError, match="only cpu and cuda"):
+        resolve_device("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(DistillError, match="no CUDA device is visible"):
+            resolve_device("cuda")
+        config = DistillConfig(presets=("edge",), stage1="edge", steps={"edge": 2}, **FAST)
+        with pytest.raises(DistillError, match="no CUDA device"):
+            distill(synthetic["pseudo"], tmp_path / "x", config=config, progress=False, device="cuda")
+        assert not (tmp_path / "x").exists()  # refused before any work
+    split = load_split(synthetic["pseudo"])
+    batch = ChunkSampler(split, frames=5, left=1024, right=1024).batch(2, np.random.default_rng(0))
+    assert batch.to(torch.device("cpu")) is batch
+    _, summary = train_student(preset("edge"), split, settings=DistillConfig(**FAST), steps=2, progress=False)
+    assert summary["device"].startswith("cpu (")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU machine)")
+def test_cuda_training_matches_cpu_and_resumes_on_the_cpu(synthetic, tmp_path, monkeypatch) -> None:
+    """Same batches, same init: a CUDA run's losses track the CPU run's; its checkpoint resumes on the CPU."""
+    split = load_split(synthetic["pseudo"])
+    settings = DistillConfig(**FAST)
+    cfg = preset("edge")
+    cpu, s_cpu = train_student(cfg, split, settings=settings, steps=20, progress=False)
+    gpu, s_gpu = train_student(cfg, split, settings=settings, steps=20, progress=False, device="cuda")
+    assert s_gpu["device"].startswith("cuda:0 (")
+    assert next(gpu.parameters()).device.type == "cpu"
+    for k in ("recon", "velocity"):
+        assert s_gpu["last_losses"][k] == pytest.approx(s_cpu["last_losses"][k], rel=0.05), k
+    x = torch.from_numpy(split.audio[0][: gpu.window_samples][None])
+    with torch.no_grad():
+        torch.testing.assert_close(gpu(x), cpu(x), atol=5e-3, rtol=0)
+
+    original = ChunkSampler.batch
+    calls = {"n": 0}
+
+    def dying(self, size, rng):
+        calls["n"] += 1
+        if calls["n"] == 16:  # killed after the step-10 checkpoint
+            raise KeyboardInterrupt
+        return original(self, size, rng)
+
+    monkeypatch.setattr(ChunkSampler, "batch", dying)
+    ckpt = tmp_path / "checkpoint.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train_student(cfg, split, settings=settings, steps=20, checkpoint=ckpt, progress=False, device="cuda")
+    monkeypatch.setattr(ChunkSampler, "batch", original)
+    resumed, summary = train_student(cfg, split, settings=settings, steps=20, checkpoint=ckpt, progress=False)
+    assert summary["steps_this_run"] == 10 and summary["device"].startswith("cpu")
+    with torch.no_grad():
+        torch.testing.assert_close(resumed(x), cpu(x), atol=5e-3, rtol=0)
