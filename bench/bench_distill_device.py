@@ -3,8 +3,9 @@
 Each preset trains the same number of steps from the same seed on every device asked for: the same batches (they
 are cut on the CPU with the same random draws) and the same init, so the rows differ only in where the forward and
 backward passes ran. Prints seconds per step, the speed-up over the CPU row measured in this run, the last
-training losses and, with ``--test``, the test split's quality of each trained student (CUDA and CPU runs should
-agree to rounding).
+training losses and, with ``--test``, the test split's quality of each trained student. CUDA and CPU runs start
+identical, but float rounding differences grow over the steps, so their students agree within training noise, not
+to the last digit (reports/bench/distill_device.txt: small, 200 steps, test MSE / mean 0.742 CPU vs 0.723 CUDA).
 
 Example (a GPU machine; ``--train`` may be any labeled or pseudo-labeled dataset folder)::
 
