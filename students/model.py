@@ -38,6 +38,8 @@ realtime    1 203 652   4 814 608     80 ms       448 ms past / 64 ms future + 1
 edge        43 356      173 424       32 ms       ours: <= 50 k params, 192 ms past / 32 ms future; bottleneck 16
 edge-mulaw  43 356      173 424       32 ms       ours: edge reading mu-law companded audio, so it quantizes to full
                                                   int8 (int8 activations too); see bench/bench_mulaw.py
+small-mulaw 3 061 124   12 244 496    256 ms      ours: small reading mu-law audio (full int8 small); stage 2, starts
+                                                  from small's weights
 tiny-mel    259 740     1 038 960     256 ms      tiny's widths behind the fixed log-mel filterbank (74 304 of the
                                                   params are its fixed DFT and mel filters; 185 436 are trained)
 causal      153 460     613 840       0 ms        ours: 320 ms past, no future audio at all; bottleneck 32
@@ -271,6 +273,10 @@ PRESETS: dict[str, StudentConfig] = {
     # ours: edge's layers reading mu-law companded audio (G.711 mu = 255), so that it quantizes to full int8
     # (int8 activations, for int8-only NPUs and DSPs): bench/bench_mulaw.py measures the trade
     "edge-mulaw": replace(_EDGE, name="edge-mulaw", input_encoding="mulaw"),
+    # ours: small reading mu-law audio, for full int8 (int8 input and activations). Trained as a stage-2 student it
+    # starts from the frozen (linear) small's weights: same layers. bench/bench_int8_sensitivity.py measures why
+    # linear-input small cannot be int8 end to end (its int8 input alone costs max |diff| 0.095 vs the 0.02 gate)
+    "small-mulaw": replace(_SMALL, name="small-mulaw", input_encoding="mulaw"),
     # tiny's widths behind a fixed log-mel filterbank (16 ms Hamming window, hop 4 ms, 64 bands) instead of the raw-
     # waveform convs: the "log-mel front end computed by fixed convolutions", to compare with the paper's tiny
     "tiny-mel": replace(
