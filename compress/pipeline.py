@@ -28,7 +28,7 @@ from compress.report import collect_results, save_example, write_report
 from compress.stream_export import export_streaming
 from students.data import load_split
 from students.distill import DistillConfig, distill
-from students.model import load_student, save_student, saved_with
+from students.model import load_checkpoint, load_student, save_student, saved_with
 from teacher.constants import frame_anchors
 from teacher.corpus import CorpusConfig, build_corpus
 from teacher.dataset import Dataset
@@ -427,17 +427,12 @@ def _pruned(
     count, steps = (512, 40) if config.quick else (PRUNE_FINETUNE_WINDOWS, steps)
     pconfig = PruneConfig(ratio=ratio, round_to=4, finetune_steps=steps)
     # reused only if made from the same parent with the same pruning, fine-tune and windows
-    made = {
-        "parent_sha256": sha256_file(ckpt),
-        "prune_config": pconfig.to_dict(),
-        "windows": count,
-        "seed": config.seed,
-    }
-    if saved_with(out, **made):
+    made = {"parent_sha256": sha256_file(ckpt), "windows": count, "seed": config.seed}
+    if saved_with(out, **made) and pconfig.matches(load_checkpoint(out).get("prune_config")):
         return out
     model = load_student(ckpt)
     windows, _ = split_windows(audio_split, model, part="calib", count=count, seed=config.seed)
-    save_student(out, prune(model, windows, config=pconfig), **made)
+    save_student(out, prune(model, windows, config=pconfig), prune_config=pconfig.to_dict(), **made)
     return out
 
 
