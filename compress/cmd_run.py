@@ -7,6 +7,7 @@ from pathlib import Path
 
 from compress.cliargs import comma_list
 from compress.pipeline import RunConfig, run_pipeline
+from students.distill import resolve_device
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -15,8 +16,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     options: dict = {"seed": args.seed}
     if args.labeled_languages:
         options["labeled_languages"] = tuple(comma_list(args.labeled_languages))
+    resolve_device(args.device)  # refuse a device that is not there before any stage runs
     run_pipeline(
-        workdir, reports, config=RunConfig.quick_config(**options) if args.quick else RunConfig(**options)
+        workdir,
+        reports,
+        config=RunConfig.quick_config(**options) if args.quick else RunConfig(**options),
+        device=args.device,
     )
     return 0
 
@@ -44,5 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--labeled-languages",
         help="comma-separated languages of the corpus's labeled split (default en-us,de,es,nl,cs): the languages the "
         "teacher learns from ground truth",
+    )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where the students train: cpu (default), cuda, cuda:N or auto (see compress distill --device)",
     )
     p.set_defaults(handler=cmd_run)

@@ -130,8 +130,12 @@ def _done(name: str, start: float, timings: dict[str, float]) -> None:
     print(f"=== {name}: {timings[name]:.1f} s ===", file=sys.stderr, flush=True)
 
 
-def run_pipeline(workdir: str | Path, reports_dir: str | Path, *, config: RunConfig = RunConfig()) -> dict:
-    """Run (or resume) every stage into ``workdir`` and write the report to ``reports_dir``; returns the summary."""
+def run_pipeline(
+    workdir: str | Path, reports_dir: str | Path, *, config: RunConfig = RunConfig(), device: str = "cpu"
+) -> dict:
+    """Run (or resume) every stage into ``workdir`` and write the report to ``reports_dir``; returns the summary.
+
+    ``device`` is where the students train (``students.distill.resolve_device``); not part of ``config``."""
     work, reports = Path(workdir), Path(reports_dir)
     work.mkdir(parents=True, exist_ok=True)
     saved = work / "run_config.json"
@@ -194,7 +198,14 @@ def run_pipeline(workdir: str | Path, reports_dir: str | Path, *, config: RunCon
     dconfig = DistillConfig(presets=config.presets, seed=config.seed)
     if config.quick:
         dconfig = dconfig.quick()
-    distill(pseudo, students_dir, config=dconfig, labeled_dir=corpus / "labeled", test_dir=corpus / "test")
+    distill(
+        pseudo,
+        students_dir,
+        config=dconfig,
+        labeled_dir=corpus / "labeled",
+        test_dir=corpus / "test",
+        device=device,
+    )
     _done("distillation", t, timings)
 
     binaries = work / "binaries"
