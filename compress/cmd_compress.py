@@ -162,7 +162,6 @@ def cmd_prune(args: argparse.Namespace) -> int:
         iterative_steps=args.steps,
         finetune_steps=args.finetune_steps,
         label_weight=args.label_weight,
-        closure_weight=args.closure_weight,
         seed=args.seed,
     )
     calib, labels = _finetune_windows(args, model)
@@ -328,13 +327,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _finetune_args(p)
     p.add_argument(
         "--label-weight", type=float, default=0.0, help="weight of the label loss in the fine-tune"
-    )
-    p.add_argument(
-        "--closure-weight",
-        type=float,
-        default=0.0,
-        help="extra fine-tune weight on the lip-closure channel (mouthClose), as distillation's closure_weight "
-        "(default 0; reports/bench/small_mulaw.txt measures 3)",
     )
     p.set_defaults(handler=cmd_prune)
 

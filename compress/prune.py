@@ -21,7 +21,6 @@ import torch
 from tqdm import tqdm
 
 from students.model import Student, count_params
-from teacher.constants import LIP_CLOSURE_CHANNEL
 from teacher.errors import FacedistillError
 from teacher.fsutil import config_matches
 
@@ -44,10 +43,6 @@ class PruneConfig:
     finetune_lr: float = 1e-3
     batch_size: int = 64
     label_weight: float = 0.0  # weight of the label MSE next to the MSE to the unpruned model's outputs
-    # extra fine-tune weight on the lip-closure channel (mouthClose), as DistillConfig.closure_weight gives it in
-    # training: plain MSE to the unpruned outputs lets the pruned model shave the short closure peaks under the
-    # lip-closure threshold (reports/bench/small_mulaw.txt: small-mulaw pruned 5 %, lip closure 0.52 -> 0.27)
-    closure_weight: float = 0.0
     seed: int = 0
     version: int = 1
 
@@ -61,8 +56,8 @@ class PruneConfig:
         if self.round_to < 1 or self.iterative_steps < 1 or self.finetune_steps < 0 or self.batch_size < 1:
             msg = "prune: round_to, iterative_steps and batch_size must be >= 1, finetune_steps >= 0"
             raise PruneError(msg)
-        if self.label_weight < 0 or self.closure_weight < 0 or self.finetune_lr <= 0:
-            msg = "prune: label_weight and closure_weight must be >= 0 and finetune_lr > 0"
+        if self.label_weight < 0 or self.finetune_lr <= 0:
+            msg = "prune: label_weight must be >= 0 and finetune_lr > 0"
             raise PruneError(msg)
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,10 +96,6 @@ def prune(
         msg = f"prune: windows have shape {tuple(x.shape)}, expected [N, {model.window_samples}]"
         raise PruneError(msg)
     y_label = None if labels is None else torch.as_tensor(np.asarray(labels, dtype=np.float32))
-    weights = None
-    if config.closure_weight > 0 and LIP_CLOSURE_CHANNEL in model.config.channel_names:
-        weights = torch.ones(len(model.config.channel_names))
-        weights[list(model.config.channel_names).index(LIP_CLOSURE_CHANNEL)] += config.closure_weight
     teacher = model.eval()
     with torch.no_grad():  # in slices: one pass over 16k windows of `small` would hold GBs of activations
         y_teacher = torch.cat([teacher(part) for part in x.split(512)])
@@ -134,7 +125,7 @@ def prune(
                 student, x[: config.batch_size * 4], y_teacher[: config.batch_size * 4], y_label, 0.0, 1.0
             ).backward()
         pruner.step()
-        _finetune(student, x, y_teacher, y_label, config, generator, weights)
+        _finetune(student, x, y_teacher, y_label, config, generator)
     pruned = Student(student.current_config())
     pruned.load_state_dict(student.state_dict())
     pruned.eval()
@@ -153,15 +144,9 @@ def _loss(
     y_label: torch.Tensor | None,
     teacher_weight: float,
     label_weight: float,
-    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """MSE to the unpruned outputs (channels weighted by ``weights``, normalised to a mean weight of 1) + the
-    label MSE."""
     out = model(x)
-    err = (out - y_teacher) ** 2
-    if weights is not None:
-        err = err * (weights / weights.mean())
-    loss = teacher_weight * torch.mean(err)
+    loss = teacher_weight * torch.mean((out - y_teacher) ** 2)
     if y_label is not None and label_weight > 0:
         idx_label = y_label[: len(x)]
         mask = torch.isfinite(idx_label)
@@ -176,7 +161,6 @@ def _finetune(
     y_label: torch.Tensor | None,
     config: PruneConfig,
     generator: torch.Generator,
-    weights: torch.Tensor | None = None,
 ) -> None:
     """Distil the unpruned model's outputs (and optionally labels) back into the pruned one."""
     if config.finetune_steps == 0:
@@ -187,7 +171,7 @@ def _finetune(
     for _ in bar:
         idx = torch.randint(0, len(x), (min(config.batch_size, len(x)),), generator=generator)
         labels = None if y_label is None else y_label[idx]
-        loss = _loss(model, x[idx], y_teacher[idx], labels, 1.0, config.label_weight, weights)
+        loss = _loss(model, x[idx], y_teacher[idx], labels, 1.0, config.label_weight)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
