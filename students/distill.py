@@ -190,6 +190,25 @@ class DistillConfig:
         default) does not invalidate finished work."""
         return config_matches(self, saved, (DistillError, TypeError))
 
+    def _as_seen_by(self, name: str) -> dict[str, Any]:
+        """What decides how preset ``name`` trains: every field, with the preset list dropped and the step table and
+        overrides narrowed to ``name``'s own."""
+        d = self.to_dict()
+        for key in ("presets", "steps", "default_steps", "overrides"):
+            d.pop(key)
+        return {**d, "steps": self.steps_for(name), "overrides": self.overrides.get(name, {})}
+
+    def matches_preset(self, name: str, saved: Any) -> bool:
+        """Whether ``saved`` (a config from ``name``'s card or checkpoint) trained ``name`` as this config would.
+        Unlike :meth:`matches`, the other presets do not count: adding a preset to a run, or changing another
+        preset's steps, leaves finished presets valid. Keys added since it was saved read as their defaults."""
+        if not isinstance(saved, dict):
+            return False
+        try:
+            return DistillConfig.from_dict(saved)._as_seen_by(name) == self._as_seen_by(name)
+        except (DistillError, TypeError):
+            return False
+
     def quick(self) -> DistillConfig:
         """A smoke-test version of this config: 2.5 % of the steps (at least 20)."""
         steps = {p: max(20, self.steps_for(p) // 40) for p in self.presets}
@@ -400,7 +419,10 @@ def train_student(
         ):
             msg = f"{ckpt_path}: checkpoint of a different student or run; delete it or choose another --out"
             raise DistillError(msg)
-        if not settings.matches(state.get("distill_config")) or state.get("steps") != steps:
+        if (
+            not settings.matches_preset(config.name, state.get("distill_config"))
+            or state.get("steps") != steps
+        ):
             msg = f"{ckpt_path}: checkpoint was made with another distill config; delete it or choose another --out"
             raise DistillError(msg)
         trainee.load_state_dict(state["trainee"])
@@ -576,7 +598,10 @@ def _distill(
         steps = config.steps_for(name)
         if card_path.is_file() and student_path.is_file():
             card = json.loads(card_path.read_text())
-            if config.matches(card.get("distill_config")) and card.get("config") == student_config.to_dict():
+            if (
+                config.matches_preset(name, card.get("distill_config"))
+                and card.get("config") == student_config.to_dict()
+            ):
                 if rank == 0 and progress:
                     print(f"distill {name}: already trained ({student_path}), skipping", file=sys.stderr)
                 cards[name] = card

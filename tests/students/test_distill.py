@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -329,3 +330,24 @@ def test_cuda_training_matches_cpu_and_resumes_on_the_cpu(synthetic, tmp_path, m
     assert summary["steps_this_run"] == 10 and summary["device"].startswith("cpu")
     with torch.no_grad():
         torch.testing.assert_close(resumed(x), cpu(x), atol=5e-3, rtol=0)
+
+
+def test_adding_a_preset_keeps_the_finished_ones(synthetic, tmp_path) -> None:
+    """A card is matched on what trained its own preset: more presets, or another preset's steps, keep it."""
+    first = DistillConfig(presets=("edge",), stage1="edge", steps={"edge": 5}, **FAST)
+    out = tmp_path / "students"
+    distill(synthetic["pseudo"], out, config=first, progress=False)
+    before = (out / "edge" / "student.pt").stat().st_mtime_ns
+    more = DistillConfig(presets=("edge", "causal"), stage1="edge", steps={"edge": 5, "causal": 3}, **FAST)
+    cards = distill(synthetic["pseudo"], out, config=more, progress=False)
+    assert (out / "edge" / "student.pt").stat().st_mtime_ns == before  # kept, not retrained
+    assert cards["causal"]["training"]["steps"] == 3 and cards["causal"]["stage"] == 2
+    assert more.matches_preset("edge", first.to_dict()) and not more.matches(first.to_dict())
+    assert not more.matches_preset("causal", first.to_dict())  # causal would train 600 steps under `first`
+    with pytest.raises(DistillError, match="another config"):  # edge's own steps changed
+        distill(
+            synthetic["pseudo"], out, config=replace(more, steps={"edge": 6, "causal": 3}), progress=False
+        )
+    other = replace(more, overrides={"causal": {"input_encoding": "mulaw"}})
+    assert other.matches_preset("edge", more.to_dict()) and not other.matches_preset("causal", more.to_dict())
+    assert not more.matches_preset("edge", None) and not more.matches_preset("edge", {"presets": ["huge"]})
