@@ -369,7 +369,8 @@ def train_student(
     and a rerun continues from it (on any device: checkpoints are loaded to the CPU first). ``augment`` adds
     gain/noise to ``train`` chunks (for labeled-only training). ``device`` (see ``resolve_device``) is where the
     forward and backward passes run; chunks are still cut on the CPU, with the same random draws, so a CUDA run
-    sees the same batches as a CPU run (its float results differ in rounding only). Returns the trained student
+    sees the same batches as a CPU run (its floats round differently, and the difference grows over the steps:
+    the two students agree within training noise, reports/bench/distill_device.txt). Returns the trained student
     (on the CPU, eval mode) and a summary (steps, seconds, s/step, device, last losses).
     """
     rank, world = _rank_world()
