@@ -351,3 +351,24 @@ def test_adding_a_preset_keeps_the_finished_ones(synthetic, tmp_path) -> None:
     other = replace(more, overrides={"causal": {"input_encoding": "mulaw"}})
     assert other.matches_preset("edge", more.to_dict()) and not other.matches_preset("causal", more.to_dict())
     assert not more.matches_preset("edge", None) and not more.matches_preset("edge", {"presets": ["huge"]})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU machine)")
+def test_two_stage_distill_with_feature_loss_runs_on_cuda(synthetic, tmp_path) -> None:
+    """Stage 2 on the GPU: the frozen stage-1 student moves there for the feature loss and back to the CPU."""
+    config = DistillConfig(
+        presets=("tiny", "edge"), stage1="tiny", steps={"tiny": 20, "edge": 10}, feature_weight=0.1, **FAST
+    )
+    cards = distill(
+        synthetic["pseudo"],
+        tmp_path / "s",
+        config=config,
+        test_dir=synthetic["test"],
+        progress=False,
+        device="cuda",
+    )
+    for name in ("tiny", "edge"):
+        assert cards[name]["training"]["device"].startswith("cuda:0 (")
+        assert np.isfinite(cards[name]["test"]["metrics"]["mse"])
+    assert "feature" in cards["edge"]["training"]["last_losses"]
+    assert next(load_student(tmp_path / "s" / "edge" / "student.pt").parameters()).device.type == "cpu"
