@@ -105,11 +105,11 @@ def _windows(args: argparse.Namespace, model: Student) -> tuple[np.ndarray, np.n
 
 
 def _finetune_windows(args: argparse.Namespace, model: Student) -> tuple[np.ndarray, np.ndarray]:
-    """Windows (+ label rows) that drive a pruning fine-tune: ``--finetune-data`` if given, else ``--calib``'s."""
-    if args.finetune_data is None:
-        calib, labels, _ = _windows(args, model)
-        return calib, labels
-    split = load_split(args.finetune_data, field="labels" if getattr(args, "label_weight", 0) else None)
+    """Windows (+ label rows) that drive a pruning fine-tune: ``--finetune-windows`` of them from the calibration
+    utterances of ``--finetune-data``, or of ``--calib`` when none is given (as ``compress run`` prunes). Before
+    stop 22, ``--calib`` alone gave only ``--calib-windows`` (512) and ignored ``--finetune-windows``."""
+    source = args.finetune_data if args.finetune_data is not None else args.calib
+    split = load_split(source, field="labels" if getattr(args, "label_weight", 0) else None)
     return split_windows(split, model, part="calib", count=args.finetune_windows, seed=args.seed)
 
 
@@ -304,10 +304,15 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
         "--finetune-data",
         type=Path,
         default=None,
-        help="dataset folder whose audio drives the pruning fine-tune (default: --calib's windows); large, diverse "
+        help="dataset folder whose audio drives the pruning fine-tune (default: the --calib audio); large, diverse "
         "audio recovers far more, e.g. runs/default/pseudo (the target is the unpruned model, so no labels needed)",
     )
-    p.add_argument("--finetune-windows", type=int, default=16384, help="windows cut from --finetune-data")
+    p.add_argument(
+        "--finetune-windows",
+        type=int,
+        default=16384,
+        help="windows cut from --finetune-data (or --calib) for the fine-tune (16384, as compress run)",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -231,6 +231,15 @@ def test_cli_export_and_quantize_from_a_dataset(tmp_path, capsys):
         "2",
     ]
     assert main(["prune", str(ckpt), *args, "--round-to", "4", "--out", str(pruned)]) == 0
+    # without --finetune-data the fine-tune cuts --finetune-windows windows from --calib's audio, as compress run
+    # does (it used to take the 512 calibration windows and ignore --finetune-windows)
+    from argparse import Namespace
+
+    from compress.cmd_compress import _finetune_windows
+
+    for count in (40, 100):
+        ns = Namespace(calib=data, finetune_data=None, finetune_windows=count, label_weight=0.0, seed=0)
+        assert _finetune_windows(ns, model)[0].shape == (count, model.window_samples)
     card = json.loads(pruned.with_name(pruned.name + ".card.json").read_text())
     assert card["params_after"] < card["params_before"] and card["prune_config"]["finetune_steps"] == 2
     assert main(["quantize", str(pruned), *common[1:], "--dtypes", "a16w8"]) == 0
