@@ -7,7 +7,6 @@ from pathlib import Path
 
 from compress.cliargs import comma_list
 from compress.pipeline import RunConfig, run_pipeline
-from students.distill import resolve_device
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -16,7 +15,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     options: dict = {"seed": args.seed}
     if args.labeled_languages:
         options["labeled_languages"] = tuple(comma_list(args.labeled_languages))
-    resolve_device(args.device)  # refuse a device that is not there before any stage runs
     run_pipeline(
         workdir,
         reports,

@@ -27,8 +27,8 @@ from compress.quantize import QuantizeConfig, qat_finetune, sensitivity
 from compress.report import collect_results, save_example, write_report
 from compress.stream_export import export_streaming
 from students.data import load_split
-from students.distill import DistillConfig, distill
-from students.model import load_checkpoint, load_student, save_student, saved_with
+from students.distill import DistillConfig, distill, resolve_device
+from students.model import load_student, save_student, saved_with
 from teacher.constants import frame_anchors
 from teacher.corpus import CorpusConfig, build_corpus
 from teacher.dataset import Dataset
@@ -135,7 +135,9 @@ def run_pipeline(
 ) -> dict:
     """Run (or resume) every stage into ``workdir`` and write the report to ``reports_dir``; returns the summary.
 
-    ``device`` is where the students train (``students.distill.resolve_device``); not part of ``config``."""
+    ``device`` is where the students train (``students.distill.resolve_device``); not part of ``config``. It is
+    checked first, so a device that is not there is refused before any stage runs."""
+    resolve_device(device)
     work, reports = Path(workdir), Path(reports_dir)
     work.mkdir(parents=True, exist_ok=True)
     saved = work / "run_config.json"
@@ -439,7 +441,7 @@ def _pruned(
     pconfig = PruneConfig(ratio=ratio, round_to=4, finetune_steps=steps)
     # reused only if made from the same parent with the same pruning, fine-tune and windows
     made = {"parent_sha256": sha256_file(ckpt), "windows": count, "seed": config.seed}
-    if saved_with(out, **made) and pconfig.matches(load_checkpoint(out).get("prune_config")):
+    if saved_with(out, configs={"prune_config": pconfig}, **made):
         return out
     model = load_student(ckpt)
     windows, _ = split_windows(audio_split, model, part="calib", count=count, seed=config.seed)

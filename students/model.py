@@ -725,13 +725,18 @@ def save_student(path: str | os.PathLike, model: Student, **extra: Any) -> None:
     )
 
 
-def saved_with(path: str | os.PathLike, **extra: Any) -> bool:
+def saved_with(path: str | os.PathLike, *, configs: dict[str, Any] | None = None, **extra: Any) -> bool:
     """Whether ``path`` is a checkpoint saved with these ``save_student`` extras (e.g. the parent's hash): a
-    derived checkpoint (pruned, QAT-tuned) is reused while it was made from the same parent and settings."""
+    derived checkpoint (pruned, QAT-tuned) is reused while it was made from the same parent and settings.
+
+    ``extra`` values must be equal; ``configs`` maps an extra's key to a config object whose ``matches(saved)``
+    decides instead (so a config saved before an option existed still matches at that option's default)."""
     if not Path(path).is_file():
         return False
     saved = torch.load(path, weights_only=True)
-    return all(saved.get(k) == v for k, v in extra.items())
+    return all(saved.get(k) == v for k, v in extra.items()) and all(
+        config.matches(saved.get(k)) for k, config in (configs or {}).items()
+    )
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
