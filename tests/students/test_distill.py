@@ -90,22 +90,28 @@ def test_distill_two_stages_resume_and_skip(synthetic, tmp_path) -> None:
         )
 
 
+def _dying_at(call: int):
+    """A ``ChunkSampler.batch`` that raises KeyboardInterrupt (a kill) on its ``call``-th call."""
+    original = ChunkSampler.batch
+    calls = {"n": 0}
+
+    def dying(self, size, rng):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return original(self, size, rng)
+
+    return dying
+
+
 def test_interrupted_training_resumes_to_the_same_weights(synthetic, tmp_path, monkeypatch) -> None:
     split = load_split(synthetic["pseudo"])
     settings = DistillConfig(**FAST)
     cfg = preset("edge")
     ref, _ = train_student(cfg, split, settings=settings, steps=25, progress=False)
 
-    calls = {"n": 0}
     original = ChunkSampler.batch
-
-    def dying(self, size, rng):
-        calls["n"] += 1
-        if calls["n"] == 16:  # killed after the step-10 checkpoint, before step 20
-            raise KeyboardInterrupt
-        return original(self, size, rng)
-
-    monkeypatch.setattr(ChunkSampler, "batch", dying)
+    monkeypatch.setattr(ChunkSampler, "batch", _dying_at(16))  # after the step-10 checkpoint, before step 20
     ckpt = tmp_path / "checkpoint.pt"
     with pytest.raises(KeyboardInterrupt):
         train_student(cfg, split, settings=settings, steps=25, checkpoint=ckpt, progress=False)
@@ -313,15 +319,7 @@ def test_cuda_training_matches_cpu_and_resumes_on_the_cpu(synthetic, tmp_path, m
         torch.testing.assert_close(gpu(x), cpu(x), atol=5e-3, rtol=0)
 
     original = ChunkSampler.batch
-    calls = {"n": 0}
-
-    def dying(self, size, rng):
-        calls["n"] += 1
-        if calls["n"] == 16:  # killed after the step-10 checkpoint
-            raise KeyboardInterrupt
-        return original(self, size, rng)
-
-    monkeypatch.setattr(ChunkSampler, "batch", dying)
+    monkeypatch.setattr(ChunkSampler, "batch", _dying_at(16))  # after the step-10 checkpoint
     ckpt = tmp_path / "checkpoint.pt"
     with pytest.raises(KeyboardInterrupt):
         train_student(cfg, split, settings=settings, steps=20, checkpoint=ckpt, progress=False, device="cuda")
