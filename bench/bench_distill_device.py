@@ -2,10 +2,10 @@
 
 Each preset trains the same number of steps from the same seed on every device asked for: the same batches (they
 are cut on the CPU with the same random draws) and the same init, so the rows differ only in where the forward and
-backward passes ran. Prints seconds per step, the speed-up over the CPU row measured in this run, the last
-training losses and, with ``--test``, the test split's quality of each trained student. CUDA and CPU runs start
-identical, but float rounding differences grow over the steps, so their students agree within training noise, not
-to the last digit (reports/bench/distill_device.txt: small, 200 steps, test MSE / mean 0.742 CPU vs 0.723 CUDA).
+backward passes ran. Prints seconds per step, the speed-up over the first device's row (list cpu first) measured
+in this run, the last training losses and, with ``--test``, the test split's quality of each trained student. CUDA
+and CPU runs start identical, but float rounding differences grow over the steps, so their students agree within
+training noise, not to the last digit (reports/bench/distill_device.txt: small, 200 steps, test MSE / mean 0.742 CPU vs 0.723 CUDA).
 
 Example (a GPU machine; ``--train`` may be any labeled or pseudo-labeled dataset folder)::
 
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from compress.cliargs import comma_list
 from students.data import evaluate_student, load_split
 from students.distill import DistillConfig, load_pseudo, resolve_device, train_student
 from students.model import preset
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args(argv)
 
-    devices = [resolve_device(d) for d in args.devices.split(",")]
+    devices = [resolve_device(d) for d in comma_list(args.devices)]
     train = load_pseudo(Path(args.train))
     test = load_split(args.test, field="truth") if args.test else None
     mean = train.target_mean()
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.steps} steps per preset, batch {settings.batch_size} x {settings.chunk_frames} frames"
     )
     rows = []
-    for name in args.presets.split(","):
+    for name in comma_list(args.presets):
         base = None
         for device in devices:
             model, summary = train_student(
