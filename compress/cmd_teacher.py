@@ -84,6 +84,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         help=f"augmented copies per clip (default {TeacherTrainConfig().augment_variants}, quick 1)",
     )
+    train.add_argument(
+        "--ensemble",
+        type=int,
+        help="train this many decoders from different seeds and average their curves (default "
+        f"{TeacherConfig().members}; each member costs one training; the features are shared; a finished single "
+        "teacher in OUT is reused as member 1)",
+    )
     train.set_defaults(handler=cmd_train)
 
     ev = verbs.add_parser(
@@ -152,6 +159,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = replace(config, viseme_weight=args.viseme_weight)
     if args.closure_hinge is not None:
         config = replace(config, closure_hinge_weight=args.closure_hinge)
+    if args.ensemble is not None:
+        if args.ensemble < 1:
+            raise FacedistillError(f"--ensemble {args.ensemble}: needs at least 1 member")
+        config = replace(config, model=replace(config.model, members=args.ensemble))
     if args.encoder_layers:
         try:
             spec = args.encoder_layers.strip()

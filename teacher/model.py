@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +52,9 @@ class TeacherConfig:
     input_dropout: float = 0.2  # dropout on the normalised input features (feature-level regularisation)
     encoder_dim: int = ENCODER_DIM  # width of the encoder features (512 per Whisper layer read)
     aux_classes: int = 0  # >0: a training-only head that classifies each frame's viseme (multi-task)
+    # >1: that many decoders of this shape, trained from different seeds, whose curves are averaged (an ensemble;
+    # reports/bench/teacher_ensemble.txt). Each member is a TeacherDecoder; the encoder features are shared.
+    members: int = 1
     fps: int = DEFAULT_FPS
     channel_names: tuple[str, ...] = field(default=ARKIT_52)
     version: int = 1
@@ -64,8 +67,11 @@ class TeacherConfig:
         if self.fps not in SUPPORTED_FPS:
             msg = f"TeacherConfig.fps must be one of {SUPPORTED_FPS}, got {self.fps}"
             raise ValueError(msg)
-        if self.conv_kernel % 2 == 0 or min(self.conv_channels, self.gru_hidden, self.gru_layers) < 1:
-            msg = "TeacherConfig: conv_kernel must be odd and sizes positive"
+        if (
+            self.conv_kernel % 2 == 0
+            or min(self.conv_channels, self.gru_hidden, self.gru_layers, self.members) < 1
+        ):
+            msg = "TeacherConfig: conv_kernel must be odd and sizes (members too) positive"
             raise ValueError(msg)
         if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.input_dropout < 1.0):
             msg = "TeacherConfig: dropout and input_dropout must lie in [0, 1)"
@@ -127,6 +133,24 @@ class TeacherDecoder(nn.Module):
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return self.forward_with_aux(feats)[0]
+
+
+class TeacherEnsemble(nn.Module):
+    """``config.members`` TeacherDecoders (``members.<k>.*`` in the state dict); the curves are their mean."""
+
+    def __init__(self, config: TeacherConfig):
+        super().__init__()
+        self.config = config
+        member = replace(config, members=1)
+        self.members = nn.ModuleList(TeacherDecoder(member) for _ in range(config.members))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(feats) for m in self.members]).mean(dim=0)
+
+
+def build_decoder(config: TeacherConfig) -> TeacherDecoder | TeacherEnsemble:
+    """The decoder a config describes: one TeacherDecoder, or an ensemble of ``config.members`` of them."""
+    return TeacherDecoder(config) if config.members == 1 else TeacherEnsemble(config)
 
 
 def count_params(module: nn.Module) -> int:
@@ -215,7 +239,7 @@ class Teacher:
     def __init__(
         self,
         config: TeacherConfig,
-        decoder: TeacherDecoder,
+        decoder: TeacherDecoder | TeacherEnsemble,
         *,
         encoder_config: EncoderConfig = DEFAULT_ENCODER,
         identity: str = "untrained",
@@ -246,7 +270,7 @@ class Teacher:
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
             config = TeacherConfig.from_dict(ckpt["config"])
-            decoder = TeacherDecoder(config)
+            decoder = build_decoder(config)
             decoder.load_state_dict(ckpt["state_dict"])
             enc = EncoderConfig.from_dict(ckpt["encoder"])
             mean = ckpt.get("label_mean")

@@ -22,7 +22,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,7 @@ from teacher.model import (
     Teacher,
     TeacherConfig,
     TeacherDecoder,
+    build_decoder,
     count_params,
     default_feature_cache,
 )
@@ -307,6 +308,131 @@ def _training_utterances(ds: Dataset, root: Path) -> list[Utterance]:
     return utts
 
 
+def member_seed(seed: int, k: int) -> int:
+    """Seed of ensemble member ``k`` (member 0 keeps the run's seed, so it is the single teacher)."""
+    return seed + 7919 * k
+
+
+@dataclass
+class _MemberData:
+    variants: list  # per utterance: [(features, labels, visemes)] for the clean clip and each augmented copy
+    train_idx: list[int]
+    held_idx: list[int]
+    n_var: int
+    label_mean: np.ndarray
+    data_hash: str
+
+
+def _train_member(
+    config: TeacherTrainConfig, seed: int, data: _MemberData, ckpt_path: Path
+) -> tuple[dict, list, dict, float]:
+    """Train one decoder from ``seed`` (resuming ``ckpt_path``); returns its best-epoch state dict, history, best
+    entry and training seconds."""
+    variants, train_idx, held_idx, n_var = data.variants, data.train_idx, data.held_idx, data.n_var
+    data_hash = data.data_hash
+    torch.manual_seed(seed)
+    decoder = TeacherDecoder(config.model)
+    all_feats = np.concatenate([f for i in train_idx for f, _, _ in variants[i]])
+    decoder.feat_mean.copy_(torch.from_numpy(all_feats.mean(axis=0)))
+    decoder.feat_std.copy_(torch.from_numpy(all_feats.std(axis=0) + 1e-5))
+    del all_feats
+    with torch.no_grad():  # start from the predict-the-mean solution instead of 0.5 everywhere
+        p = torch.from_numpy(np.clip(data.label_mean, 1e-3, 1 - 1e-3))
+        decoder.head.bias.copy_(torch.log(p / (1 - p)))
+    weights = closure_weights(config.model.channel_names, config.closure_weight)
+    hinge_channel = closure_channel(config.model.channel_names, config.closure_hinge_weight)
+    opt = torch.optim.AdamW(decoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = -(-len(train_idx) // config.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.1
+    )
+
+    start_epoch, history, best = 0, [], {"epoch": 0, "loss": float("inf"), "state_dict": None}
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if (
+            config.matches(ckpt.get("train_config"))
+            and ckpt.get("data_hash") == data_hash
+            and ckpt.get("member_seed", config.seed) == seed
+        ):
+            decoder.load_state_dict(ckpt["state_dict"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            start_epoch, history, best = int(ckpt["epoch"]), list(ckpt["history"]), dict(ckpt["best"])
+            print(f"teacher: resuming from {ckpt_path} at epoch {start_epoch}", file=sys.stderr)
+
+    t_train = time.time()
+    for epoch in range(start_epoch, config.epochs):
+        decoder.train()
+        rng = np.random.default_rng([seed, 1000 + epoch])
+        torch.manual_seed(seed * 100_003 + epoch)
+        order = rng.permutation(train_idx)
+        picks = rng.integers(0, n_var, size=len(variants))
+        sums = np.zeros(2)
+        bar = tqdm(range(steps_per_epoch), desc=f"teacher epoch {epoch + 1}/{config.epochs}", file=sys.stderr)
+        for b in bar:
+            items = []
+            for i in order[b * config.batch_size : (b + 1) * config.batch_size]:
+                x, y, vis = variants[i][picks[i]]
+                if len(x) > config.max_frames:
+                    s = int(rng.integers(0, len(x) - config.max_frames + 1))
+                    x, y, vis = (a[s : s + config.max_frames] for a in (x, y, vis))
+                items.append((_time_mask(x, rng, config, decoder.feat_mean.numpy()), y, vis))
+            x, y, mask, vis = _batch(items)
+            pred, logits = decoder.forward_with_aux(x)
+            rec, vel = _masked_losses(pred, y, mask, weights)
+            loss = rec + config.velocity_weight * vel
+            if hinge_channel is not None:
+                loss = loss + config.closure_hinge_weight * closure_hinge(
+                    pred, y, mask, hinge_channel, config.closure_margin
+                )
+            if logits is not None and bool((vis >= 0).any()):
+                ce = torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), vis.reshape(-1), ignore_index=-1
+                )
+                loss = loss + config.viseme_weight * ce
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            sums += [rec.item(), vel.item()]
+            bar.set_postfix(mse=f"{sums[0] / (b + 1):.4f}")
+        bar.close()
+        entry = {
+            "epoch": epoch + 1,
+            "mse": float(sums[0]) / steps_per_epoch,
+            "velocity_mse": float(sums[1]) / steps_per_epoch,
+        }
+        if held_idx:
+            entry["holdout_loss"] = _holdout_loss(
+                decoder, [variants[i][0] for i in held_idx], weights, config
+            )
+            if entry["holdout_loss"] < best["loss"]:
+                best = {"epoch": epoch + 1, "loss": entry["holdout_loss"], "state_dict": _copy(decoder)}
+        history.append(entry)
+        if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
+            atomic_torch_save(
+                ckpt_path,
+                {
+                    "train_config": config.to_dict(),
+                    "data_hash": data_hash,
+                    "member_seed": seed,
+                    "epoch": epoch + 1,
+                    "history": history,
+                    "best": best,
+                    "state_dict": decoder.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                },
+            )
+    train_seconds = time.time() - t_train
+    if best["state_dict"] is not None:
+        decoder.load_state_dict(best["state_dict"])
+
+    return decoder.state_dict(), history, best, train_seconds
+
+
 def train_teacher(
     labeled_dataset_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -389,101 +515,30 @@ def train_teacher(
     # the predict-the-mean baseline stays a ground-truth statistic, with or without self-training
     label_mean = np.concatenate([labels[i * n_var] for i in train_idx if i < n_labeled]).mean(axis=0)
 
-    torch.manual_seed(config.seed)
-    decoder = TeacherDecoder(config.model)
-    all_feats = np.concatenate([f for i in train_idx for f, _, _ in variants[i]])
-    decoder.feat_mean.copy_(torch.from_numpy(all_feats.mean(axis=0)))
-    decoder.feat_std.copy_(torch.from_numpy(all_feats.std(axis=0) + 1e-5))
-    del all_feats
-    with torch.no_grad():  # start from the predict-the-mean solution instead of 0.5 everywhere
-        p = torch.from_numpy(np.clip(label_mean, 1e-3, 1 - 1e-3))
-        decoder.head.bias.copy_(torch.log(p / (1 - p)))
-    weights = closure_weights(config.model.channel_names, config.closure_weight)
-    hinge_channel = closure_channel(config.model.channel_names, config.closure_hinge_weight)
-    opt = torch.optim.AdamW(decoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = -(-len(train_idx) // config.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.1
-    )
-
-    ckpt_path = out / "checkpoint.pt"
-    start_epoch, history, best = 0, [], {"epoch": 0, "loss": float("inf"), "state_dict": None}
-    if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if config.matches(ckpt.get("train_config")) and ckpt.get("data_hash") == data_hash:
-            decoder.load_state_dict(ckpt["state_dict"])
-            opt.load_state_dict(ckpt["optimizer"])
-            sched.load_state_dict(ckpt["scheduler"])
-            start_epoch, history, best = int(ckpt["epoch"]), list(ckpt["history"]), dict(ckpt["best"])
-            print(f"teacher: resuming from {ckpt_path} at epoch {start_epoch}", file=sys.stderr)
-
-    t_train = time.time()
-    for epoch in range(start_epoch, config.epochs):
-        decoder.train()
-        rng = np.random.default_rng([config.seed, 1000 + epoch])
-        torch.manual_seed(config.seed * 100_003 + epoch)
-        order = rng.permutation(train_idx)
-        picks = rng.integers(0, n_var, size=len(utts))
-        sums = np.zeros(2)
-        bar = tqdm(range(steps_per_epoch), desc=f"teacher epoch {epoch + 1}/{config.epochs}", file=sys.stderr)
-        for b in bar:
-            items = []
-            for i in order[b * config.batch_size : (b + 1) * config.batch_size]:
-                x, y, vis = variants[i][picks[i]]
-                if len(x) > config.max_frames:
-                    s = int(rng.integers(0, len(x) - config.max_frames + 1))
-                    x, y, vis = (a[s : s + config.max_frames] for a in (x, y, vis))
-                items.append((_time_mask(x, rng, config, decoder.feat_mean.numpy()), y, vis))
-            x, y, mask, vis = _batch(items)
-            pred, logits = decoder.forward_with_aux(x)
-            rec, vel = _masked_losses(pred, y, mask, weights)
-            loss = rec + config.velocity_weight * vel
-            if hinge_channel is not None:
-                loss = loss + config.closure_hinge_weight * closure_hinge(
-                    pred, y, mask, hinge_channel, config.closure_margin
-                )
-            if logits is not None and bool((vis >= 0).any()):
-                ce = torch.nn.functional.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]), vis.reshape(-1), ignore_index=-1
-                )
-                loss = loss + config.viseme_weight * ce
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            sums += [rec.item(), vel.item()]
-            bar.set_postfix(mse=f"{sums[0] / (b + 1):.4f}")
-        bar.close()
-        entry = {
-            "epoch": epoch + 1,
-            "mse": float(sums[0]) / steps_per_epoch,
-            "velocity_mse": float(sums[1]) / steps_per_epoch,
-        }
-        if held_idx:
-            entry["holdout_loss"] = _holdout_loss(
-                decoder, [variants[i][0] for i in held_idx], weights, config
-            )
-            if entry["holdout_loss"] < best["loss"]:
-                best = {"epoch": epoch + 1, "loss": entry["holdout_loss"], "state_dict": _copy(decoder)}
-        history.append(entry)
-        if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
-            atomic_torch_save(
-                ckpt_path,
-                {
-                    "train_config": config.to_dict(),
-                    "data_hash": data_hash,
-                    "epoch": epoch + 1,
-                    "history": history,
-                    "best": best,
-                    "state_dict": decoder.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                },
-            )
-    train_seconds = time.time() - t_train
-    if best["state_dict"] is not None:
-        decoder.load_state_dict(best["state_dict"])
+    members = config.model.members
+    # each member trains as a one-decoder teacher of its own seed and checkpoint (member 0 is exactly the
+    # single teacher: raising --ensemble later reuses a finished single teacher's checkpoint as member 0)
+    member_config = replace(config, model=replace(config.model, members=1))
+    data = _MemberData(variants, train_idx, held_idx, n_var, label_mean, data_hash)
+    states, histories, bests, train_seconds = [], [], [], 0.0
+    for k in range(members):
+        ckpt_path = out / ("checkpoint.pt" if k == 0 else f"checkpoint-{k}.pt")
+        if members > 1:
+            print(f"teacher: ensemble member {k + 1}/{members}", file=sys.stderr)
+        state, history, best, seconds = _train_member(
+            member_config, member_seed(config.seed, k), data, ckpt_path
+        )
+        states.append(state)
+        histories.append(history)
+        bests.append(best)
+        train_seconds += seconds
+    decoder = build_decoder(config.model)
+    if members == 1:
+        decoder.load_state_dict(states[0])
+    else:
+        for m, state in zip(decoder.members, states):
+            m.load_state_dict(state)
+    history, best = histories[0], bests[0]
 
     decoder.eval()
     atomic_torch_save(
@@ -513,6 +568,12 @@ def train_teacher(
         "decoder_params": count_params(decoder),
         "holdout": {"voices": held_voices, "utterances": len(held_idx), "best_epoch": best["epoch"]},
         "history": history,
+        "members": [
+            {"seed": member_seed(config.seed, k), "best_epoch": b["epoch"], "history": h}
+            for k, (b, h) in enumerate(zip(bests, histories))
+        ]
+        if members > 1
+        else None,
         "seconds": {"features": round(feat_seconds, 1), "training": round(train_seconds, 1)},
         "metrics": {},
     }

@@ -13,7 +13,7 @@ from synth_teacher_data import make_dataset
 import teacher.train as train_mod
 from teacher.dataset import Dataset
 from teacher.features import MEL_RATE, log_mel, to_frames
-from teacher.model import Teacher, TeacherConfig
+from teacher.model import Teacher, TeacherConfig, TeacherEnsemble, count_params
 from teacher.train import TeacherTrainConfig, train_teacher
 
 
@@ -199,3 +199,32 @@ def test_viseme_head_trains_on_labeled_clips_only_and_is_dropped_at_inference(tm
     teacher = Teacher.load(tmp_path / "vis")
     assert teacher.decoder.aux is not None
     assert teacher.predict(np.zeros(8000, np.float32)).shape == (15, 52)  # curves only
+
+
+def test_ensemble_averages_members_and_reuses_a_finished_single_teacher(tmp_path, capsys):
+    data = make_dataset(tmp_path / "labeled", n_shards=1, per_shard=10, seed=0)
+    single = _config(tmp_path, 3)
+    train_teacher(data, tmp_path / "out", config=single)
+    one = Teacher.load(tmp_path / "out")
+    capsys.readouterr()
+
+    pair = replace(single, model=replace(single.model, members=2))
+    card = train_teacher(data, tmp_path / "out", config=pair)
+    err = capsys.readouterr().err
+    assert "resuming from" in err and "checkpoint.pt at epoch 3" in err  # member 1 = the finished single teacher
+    assert "member 2/2" in err and (tmp_path / "out" / "checkpoint-1.pt").is_file()
+    assert [m["seed"] for m in card["members"]] == [0, train_mod.member_seed(0, 1)]
+    assert card["decoder_params"] == 2 * count_params(one.decoder)
+
+    both = Teacher.load(tmp_path / "out")
+    assert isinstance(both.decoder, TeacherEnsemble) and len(both.decoder.members) == 2
+    for k in one.decoder.state_dict():  # member 0 is the single teacher, weight for weight
+        torch.testing.assert_close(both.decoder.members[0].state_dict()[k], one.decoder.state_dict()[k])
+    feats = torch.randn(1, 40, one.config.input_dim)
+    with torch.no_grad():
+        a, b = (m(feats) for m in both.decoder.members)
+        assert not torch.allclose(a, b)  # a different seed makes a different member
+        torch.testing.assert_close(both.decoder(feats), (a + b) / 2)
+        torch.testing.assert_close(a, one.decoder(feats))
+    with pytest.raises(ValueError, match="members"):
+        TeacherConfig(members=0)
