@@ -36,7 +36,7 @@ from teacher.constants import ARKIT_52, SAMPLE_RATE, SUPPORTED_FPS
 from teacher.dataset import Phoneme, Utterance, read_shard, shard_name, write_manifest, write_shard
 from teacher.errors import FacedistillError
 from teacher.fsutil import atomic_write_json, sha256_file
-from teacher.groundtruth import GroundTruthConfig, curves_from_phonemes, viseme_of
+from teacher.groundtruth import GroundTruthConfig, curves_from_phonemes
 from teacher.text import WORD_LOCALES, sentence
 from teacher.tts import LANGUAGES, RANDOM_VARIANTS, VARIANTS, synthesize
 
@@ -219,7 +219,9 @@ def synthesize_utterance(item: dict[str, Any], *, fps: int, groundtruth: GroundT
         item["text"], voice=item["voice"], rate=item["rate"], pitch=item["pitch"], range=item["range"]
     )
     audio, speech = apply_augment(audio, speech, item["augment"])
-    phonemes = [Phoneme(p.start, p.end, p.phoneme, viseme_of(p.phoneme)) for p in speech]
+    phonemes = [
+        Phoneme(p.start, p.end, p.phoneme, groundtruth.viseme(p.phoneme, item["language"])) for p in speech
+    ]
     truth = curves_from_phonemes(phonemes, len(audio), fps=fps, config=groundtruth)
     meta = {k: v for k, v in item.items() if k != "id"}
     meta["source"] = SOURCE

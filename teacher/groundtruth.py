@@ -5,6 +5,13 @@
    Stress marks (``'`` ``,`` ``%`` ``=``) and the length mark ``:`` are stripped; a symbol not in the table
    falls back by dropping espeak modifiers (``# 2 3 ~ ^ - ;``) and then by the class of its first character;
    a symbol that still has no class is logged and mapped to ``neutral`` (see ``unknown_symbols``).
+   espeak-ng's mnemonics are per language, and one of them names sounds of different lip shapes: ``y`` is the
+   rounded /y/ in French, German and Dutch but the unrounded /ɨ/ in Polish (``my``, ``ty``, ``był``). So
+   ``GroundTruthConfig.language_phonemes`` overrides the table per language (Polish ``y`` -> ``I``, the close
+   unrounded class). The overrides come from an audit of every mnemonic of the corpus languages against
+   espeak-ng's own IPA for it (``espeak_TextToPhonemes`` in IPA mode, bench/audit_groundtruth_ipa.py, reports/bench/groundtruth_ipa_audit.md); ``y`` in
+   Polish is the one whose lip rounding disagreed with its viseme. Corpora store each phoneme's viseme, so the
+   curves are recomputed from those (after a speed change, too) without needing the language again.
 2. Each viseme has a target vector on the speech channels of ARKit-52 (jaw, lips, cheekPuff on p/b, tongueOut on
    dental fricatives); every other channel stays 0. Silence is the neutral face (all zeros).
 3. Coarticulation is Cohen–Massaro dominance blending. Segment ``i`` with interval [s_i, e_i), centre
@@ -173,9 +180,12 @@ def _default_dominance() -> dict[str, Dominance]:
 class GroundTruthConfig:
     """How visemes blend into curves; stored in corpus manifests so the truth can be regenerated exactly."""
 
-    version: int = 1
+    version: int = 2  # 2: language_phonemes (Polish y = /ɨ/ is unrounded); 1 had no per-language overrides
     exponent: float = 1.0  # c in D_i(t) = alpha * exp(-theta * dist ** c)
     dominance: dict[str, Dominance] = field(default_factory=_default_dominance)
+    # language -> {mnemonic: viseme} taking precedence over PHONEME_TO_VISEME for that language ("pl" also
+    # matches "pl-xx"); a config saved without it (version 1) reads as no overrides
+    language_phonemes: dict[str, dict[str, str]] = field(default_factory=lambda: {"pl": {"y": "I"}})
 
     def __post_init__(self) -> None:
         if self.exponent <= 0:
@@ -191,6 +201,21 @@ class GroundTruthConfig:
                     f"GroundTruthConfig: dominance of {name!r} needs alpha > 0, theta > 0, 0 <= plateau <= 1"
                 )
                 raise FacedistillError(msg)
+        bad = {v for table in self.language_phonemes.values() for v in table.values()} - set(VISEME_TARGETS)
+        if bad:
+            msg = f"GroundTruthConfig: language_phonemes name unknown visemes {sorted(bad)}"
+            raise FacedistillError(msg)
+
+    def viseme(self, phoneme: str, language: str | None = None) -> str:
+        """Viseme of an espeak-ng mnemonic spoken in ``language`` (its overrides first, then ``viseme_of``)."""
+        if language:
+            table = self.language_phonemes.get(language) or self.language_phonemes.get(language.split("-")[0])
+            if table:
+                stripped = phoneme.lstrip(STRESS_MARKS)
+                for candidate in (stripped, base_symbol(phoneme)):
+                    if candidate in table:
+                        return table[candidate]
+        return viseme_of(phoneme)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -198,7 +223,12 @@ class GroundTruthConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GroundTruthConfig:
         dom = {k: Dominance(**v) for k, v in data.get("dominance", {}).items()} or _default_dominance()
-        return cls(version=data.get("version", 1), exponent=data.get("exponent", 1.0), dominance=dom)
+        return cls(
+            version=data.get("version", 1),
+            exponent=data.get("exponent", 1.0),
+            dominance=dom,
+            language_phonemes={k: dict(v) for k, v in data.get("language_phonemes", {}).items()},
+        )
 
 
 def base_symbol(phoneme: str) -> str:
@@ -259,14 +289,16 @@ def curves_at_times(
 ) -> np.ndarray:
     """Blended ARKit-52 curves (float32 [len(times), 52]) at arbitrary times in seconds.
 
-    ``phonemes`` are objects with ``start``, ``end`` (16 kHz samples) and ``phoneme``.
+    ``phonemes`` are objects with ``start``, ``end`` (16 kHz samples) and ``phoneme``; when they carry a
+    ``viseme`` (a dataset's phonemes do: assigned with the utterance's language) that class is used, else
+    ``viseme_of(phoneme)``.
     """
     times = np.asarray(times, dtype=np.float64)
     if not phonemes:
         return np.zeros((len(times), len(ARKIT_52)), dtype=np.float32)
     starts = np.array([p.start for p in phonemes], dtype=np.float64) / SAMPLE_RATE
     ends = np.array([p.end for p in phonemes], dtype=np.float64) / SAMPLE_RATE
-    visemes = [viseme_of(p.phoneme) for p in phonemes]
+    visemes = [getattr(p, "viseme", None) or viseme_of(p.phoneme) for p in phonemes]
     doms = [config.dominance[v] for v in visemes]
     alpha = np.array([d.alpha for d in doms])
     theta = np.array([d.theta for d in doms])

@@ -11,6 +11,7 @@ from teacher.groundtruth import (
     OPEN_VOWEL_VISEME,
     VISEME_TARGETS,
     GroundTruthConfig,
+    base_symbol,
     curves_at_times,
     curves_from_phonemes,
     in_table,
@@ -106,3 +107,26 @@ def test_config_round_trip_and_validation():
     assert GroundTruthConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(FacedistillError, match="exponent"):
         GroundTruthConfig(exponent=0)
+    with pytest.raises(FacedistillError, match="unknown visemes"):
+        GroundTruthConfig(language_phonemes={"pl": {"y": "nope"}})
+    # a config saved before the per-language overrides (version 1) regenerates its truth without them
+    old = {k: v for k, v in cfg.to_dict().items() if k != "language_phonemes"} | {"version": 1}
+    assert GroundTruthConfig.from_dict(old).viseme("y", "pl") == "U"
+
+
+def test_polish_y_is_unrounded_where_french_y_is_rounded():
+    """espeak-ng's ``y`` is /ɨ/ (unrounded) in Polish and /y/ (rounded) in French: the lips follow the sound."""
+    cfg = GroundTruthConfig()
+    assert cfg.viseme("y", "pl") == cfg.viseme("'y", "pl") == cfg.viseme("y:", "pl") == "I"
+    assert cfg.viseme("y", "fr") == cfg.viseme("y", "de") == cfg.viseme("y") == viseme_of("y") == "U"
+    assert cfg.viseme("p", "pl") == BILABIAL_VISEME  # everything else follows the shared table
+    pucker = ARKIT_52.index("mouthPucker")
+    peaks = {}
+    for language, text in (("pl", "my ty wy"), ("fr", "tu vu du")):
+        audio, speech = synthesize(text, voice=language)
+        phonemes = [Phoneme(p.start, p.end, p.phoneme, cfg.viseme(p.phoneme, language)) for p in speech]
+        vowels = [p for p in phonemes if base_symbol(p.phoneme) == "y"]
+        assert len(vowels) >= 2, [p.phoneme for p in phonemes]
+        centres = np.array([(p.start + p.end) / 2 / 16000 for p in vowels])
+        peaks[language] = curves_at_times(phonemes, centres, config=cfg)[:, pucker]
+    assert peaks["pl"].max() < 0.1 < 0.5 < peaks["fr"].min()
