@@ -15,6 +15,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     options: dict = {"seed": args.seed}
     if args.labeled_languages:
         options["labeled_languages"] = tuple(comma_list(args.labeled_languages))
+    if args.teacher_ensemble is not None:
+        options["teacher_members"] = args.teacher_ensemble
+    if args.self_train is not None:
+        options["self_train_epochs"] = args.self_train
     run_pipeline(
         workdir,
         reports,
@@ -47,6 +51,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--labeled-languages",
         help="comma-separated languages of the corpus's labeled split (default en-us,de,es,nl,cs): the languages the "
         "teacher learns from ground truth",
+    )
+    p.add_argument(
+        "--teacher-ensemble",
+        type=int,
+        metavar="K",
+        help="train the teacher as K decoders from different seeds and average them (default 1; see compress "
+        "teacher train --ensemble)",
+    )
+    p.add_argument(
+        "--self-train",
+        type=int,
+        metavar="EPOCHS",
+        help="self-training: a round-2 teacher trained EPOCHS epochs on the labeled split plus round 1's "
+        "pseudo-labels relabels the unlabeled split, and the students learn from it (default 0 = off; 10 is the "
+        "measured setting)",
     )
     p.add_argument(
         "--device",

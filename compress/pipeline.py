@@ -53,6 +53,13 @@ class RunConfig:
     seed: int = 0
     teacher_epochs: int | None = None  # None: the teacher's default (quick: 6)
     labeled_languages: tuple[str, ...] | None = None  # None: the corpus default (teacher.corpus._labeled)
+    # >1: the teacher is an ensemble of that many decoders (compress teacher train --ensemble;
+    # reports/bench/teacher_ensemble.txt). 1 keeps the reference run's single teacher.
+    teacher_members: int = 1
+    # >0: self-training. A round-2 teacher (same config, this many epochs, one augmented copy per clip) learns the
+    # labeled split plus the round-1 pseudo-labels, then relabels the unlabeled split; students distil from
+    # round 2 (teacher2/, pseudo2/). 0 keeps round 1 (README §5; reports/bench/teacher_selftrain_layers246.txt).
+    self_train_epochs: int = 0
     presets: tuple[str, ...] = ("small", "tiny", "tiny-mel", "realtime", "edge", "edge-mulaw", "causal")
     ship: tuple[str, ...] = (
         "tiny",
@@ -95,6 +102,9 @@ class RunConfig:
         ]
         if missing:
             msg = f"run config: presets {missing} are shipped/pruned/streamed/QAT-tuned but not distilled"
+            raise FacedistillError(msg)
+        if self.teacher_members < 1 or self.self_train_epochs < 0:
+            msg = "run config: teacher_members must be >= 1 and self_train_epochs >= 0"
             raise FacedistillError(msg)
 
     def to_dict(self) -> dict[str, Any]:
@@ -176,6 +186,8 @@ def run_pipeline(
         tconfig = replace(tconfig, epochs=6, augment_variants=1)
     if config.teacher_epochs:
         tconfig = replace(tconfig, epochs=config.teacher_epochs)
+    if config.teacher_members > 1:
+        tconfig = replace(tconfig, model=replace(tconfig.model, members=config.teacher_members))
     train_teacher(corpus / "labeled", teacher_dir, config=tconfig, eval_dir=corpus / "test")
     teacher = Teacher.load(teacher_dir)
     _done("teacher", t, timings)
@@ -184,6 +196,21 @@ def run_pipeline(
     t = _stage("pseudo-labels")
     pseudo_label(corpus / "unlabeled", pseudo, teacher=teacher, config=LabelConfig())
     _done("pseudo-labels", t, timings)
+
+    if config.self_train_epochs:
+        # round 2: the round-1 labels join the ground truth; everything downstream uses round 2
+        t = _stage("self-training")
+        teacher_dir = work / "teacher2"
+        round2 = replace(
+            tconfig, epochs=config.self_train_epochs, augment_variants=min(1, tconfig.augment_variants)
+        )
+        train_teacher(
+            corpus / "labeled", teacher_dir, config=round2, eval_dir=corpus / "test", pseudo_dir=pseudo
+        )
+        teacher = Teacher.load(teacher_dir)
+        pseudo = work / "pseudo2"
+        pseudo_label(corpus / "unlabeled", pseudo, teacher=teacher, config=LabelConfig())
+        _done("self-training", t, timings)
 
     t = _stage("teacher eval")
     eval_path = teacher_dir / "metrics.json"

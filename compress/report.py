@@ -135,18 +135,29 @@ def save_example(
         )
 
 
+def teacher_folder(run_dir: str | os.PathLike) -> Path:
+    """The teacher the run's students learned from: ``teacher2/`` when its run config self-trained, else
+    ``teacher/``."""
+    run_dir = Path(run_dir)
+    saved = run_dir / "run_config.json"
+    self_trained = saved.is_file() and (_read_json(saved).get("self_train_epochs") or 0) > 0
+    return run_dir / ("teacher2" if self_trained else "teacher")
+
+
 def collect_results(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Gather the summary from disk: teacher/teacher.json, binaries/*.card.json, profile/*.json, example.npz.
+    """Gather the summary from disk: the teacher's teacher.json (``teacher_folder``), binaries/*.card.json,
+    profile/*.json, example.npz.
 
     Every binary with a card becomes a model row; its profile (matched by file name) adds the measured columns. A
     streaming pair is one row named like its card (``tiny.stream.int8.onnx``), as ``compress profile`` names it.
     """
     run_dir = Path(run_dir)
     teacher: dict[str, Any] = {}
-    tcard_path = run_dir / "teacher" / "teacher.json"
+    tdir = teacher_folder(run_dir)
+    tcard_path = tdir / "teacher.json"
     if tcard_path.exists():
         tcard = _read_json(tcard_path)
-        weights = run_dir / "teacher" / tcard.get("artifact", "teacher.pt")
+        weights = tdir / tcard.get("artifact", "teacher.pt")
         teacher = {
             "params": tcard.get("params", tcard.get("decoder_params")),
             "bytes": tcard.get("bytes", weights.stat().st_size if weights.exists() else None),

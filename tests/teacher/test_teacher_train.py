@@ -211,7 +211,9 @@ def test_ensemble_averages_members_and_reuses_a_finished_single_teacher(tmp_path
     pair = replace(single, model=replace(single.model, members=2))
     card = train_teacher(data, tmp_path / "out", config=pair)
     err = capsys.readouterr().err
-    assert "resuming from" in err and "checkpoint.pt at epoch 3" in err  # member 1 = the finished single teacher
+    assert (
+        "resuming from" in err and "checkpoint.pt at epoch 3" in err
+    )  # member 1 = the finished single teacher
     assert "member 2/2" in err and (tmp_path / "out" / "checkpoint-1.pt").is_file()
     assert [m["seed"] for m in card["members"]] == [0, train_mod.member_seed(0, 1)]
     assert card["decoder_params"] == 2 * count_params(one.decoder)
