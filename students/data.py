@@ -10,6 +10,8 @@ Chunks have one fixed length per sampler so they batch; frames past the end of a
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -36,6 +38,9 @@ class Split:
     fps: int
     channel_names: list[str]
     manifest_sha256: str
+    # what the split holds, whatever folder it was read from: sha256 of its shards' (file, sha256) list, fps and
+    # channel names (the manifest's own hash also covers its path-dependent "info")
+    content_sha256: str = ""
 
     @property
     def frames(self) -> int:
@@ -76,7 +81,14 @@ def load_split(root: str | os.PathLike, *, field: str | None = "labels") -> Spli
         fps=ds.fps,
         channel_names=ds.channel_names,
         manifest_sha256=sha256_file(ds.root / "manifest.json"),
+        content_sha256=_content_sha256(ds),
     )
+
+
+def _content_sha256(ds: Dataset) -> str:
+    shards = [(e.get("file"), e.get("sha256")) for e in ds.manifest.get("shards", [])]
+    text = json.dumps({"shards": shards, "fps": ds.fps, "channels": list(ds.channel_names)})
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def merge_splits(splits: list[Split]) -> Split:
@@ -94,6 +106,7 @@ def merge_splits(splits: list[Split]) -> Split:
         fps=first.fps,
         channel_names=first.channel_names,
         manifest_sha256="+".join(s.manifest_sha256 for s in splits),
+        content_sha256="+".join(s.content_sha256 for s in splits),
     )
 
 

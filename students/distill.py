@@ -375,6 +375,7 @@ def train_student(
     """
     rank, world = _rank_world()
     device = resolve_device(device)
+    data = _data_identity(train, labeled)
     torch.manual_seed(settings.seed)
     student = Student(config)
     _init_output_bias(student, train.target_mean())
@@ -425,6 +426,9 @@ def train_student(
             or state.get("steps") != steps
         ):
             msg = f"{ckpt_path}: checkpoint was made with another distill config; delete it or choose another --out"
+            raise DistillError(msg)
+        if state.get("data", data) != data:  # a checkpoint saved before this key existed resumes as before
+            msg = f"{ckpt_path}: checkpoint was trained on other labels ({_data_change(state['data'], data)}); delete it or choose another --out"
             raise DistillError(msg)
         trainee.load_state_dict(state["trainee"])
         optim.load_state_dict(state["optimizer"])
@@ -494,6 +498,7 @@ def train_student(
                     "distill_config": settings.to_dict(),
                     "steps": steps,
                     "step": done,
+                    "data": data,
                     "trainee": trainee.state_dict(),
                     "optimizer": optim.state_dict(),
                 }
@@ -522,6 +527,27 @@ def train_student(
 
 
 # ---- the stage ------------------------------------------------------------------------------------------------
+
+
+def _data_identity(train: Split, labeled: Split | None) -> dict[str, str | None]:
+    """What a student learns from: the contents of its training labels and of its ground-truth split (shard
+    hashes, not folder paths, so a moved or re-merged folder with the same labels is the same data)."""
+    return {
+        "pseudo_labels_content_sha256": train.content_sha256,
+        "labeled_content_sha256": labeled.content_sha256 if labeled is not None else None,
+    }
+
+
+def _card_data(card: dict) -> dict[str, str | None] | None:
+    parent = card.get("parent") or {}
+    if "pseudo_labels_content_sha256" not in parent:
+        return None  # a card written before content hashes were recorded: kept, as before
+    return {k: parent.get(k) for k in ("pseudo_labels_content_sha256", "labeled_content_sha256")}
+
+
+def _data_change(saved: dict, now: dict) -> str:
+    names = {"pseudo_labels_content_sha256": "pseudo-labels", "labeled_content_sha256": "labeled split"}
+    return ", ".join(f"{names.get(k, k)} differ" for k in now if saved.get(k) != now.get(k)) or "data differ"
 
 
 def load_pseudo(pseudo_dir: Path) -> Split:
@@ -603,6 +629,14 @@ def _distill(
                 config.matches_preset(name, card.get("distill_config"))
                 and card.get("config") == student_config.to_dict()
             ):
+                trained_on = _card_data(card)
+                if trained_on is not None and trained_on != _data_identity(train, labeled):
+                    msg = (
+                        f"{card_path}: trained on other labels "
+                        f"({_data_change(trained_on, _data_identity(train, labeled))}); delete {folder} or "
+                        "choose another --out"
+                    )
+                    raise DistillError(msg)
                 if rank == 0 and progress:
                     print(f"distill {name}: already trained ({student_path}), skipping", file=sys.stderr)
                 cards[name] = card
@@ -675,6 +709,7 @@ def _card(
             "pseudo_labels_manifest_sha256": train.manifest_sha256,
             "pseudo_labels_seconds": round(train.seconds, 1),
             "labeled_manifest_sha256": labeled.manifest_sha256 if labeled is not None else None,
+            **_data_identity(train, labeled),
             "feature_teacher": None if name == config.stage1 else config.stage1,
         },
         "training": summary,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from conftest import write_dataset  # the synthetic-data helper beside this file
 
 from students.data import ChunkSampler, evaluate_student, load_split
 from students.distill import (
@@ -349,6 +351,40 @@ def test_adding_a_preset_keeps_the_finished_ones(synthetic, tmp_path) -> None:
     other = replace(more, overrides={"causal": {"input_encoding": "mulaw"}})
     assert other.matches_preset("edge", more.to_dict()) and not other.matches_preset("causal", more.to_dict())
     assert not more.matches_preset("edge", None) and not more.matches_preset("edge", {"presets": ["huge"]})
+
+
+def test_students_are_not_reused_or_resumed_on_other_labels(synthetic, tmp_path, monkeypatch) -> None:
+    """A finished student, or a partial checkpoint, trained on other pseudo-labels is refused, not kept."""
+    cfg = DistillConfig(presets=("edge",), stage1="edge", steps={"edge": 5}, **FAST)
+    out = tmp_path / "students"
+    distill(synthetic["pseudo"], out, config=cfg, progress=False)
+    other = write_dataset(tmp_path / "other", split="unlabeled", utterances=6, seconds=3.0, seed=5)
+    with pytest.raises(DistillError, match=r"trained on other labels \(pseudo-labels differ\)"):
+        distill(other, out, config=cfg, progress=False)
+    before = (out / "edge" / "student.pt").stat().st_mtime_ns
+    distill(synthetic["pseudo"], out, config=cfg, progress=False)  # the same labels: still kept
+    # ... also read from another folder whose manifest names another source (the labels are the same shards)
+    moved = tmp_path / "moved"
+    shutil.copytree(synthetic["pseudo"], moved)
+    manifest = json.loads((moved / "manifest.json").read_text())
+    (moved / "manifest.json").write_text(json.dumps({**manifest, "name": "relabeled elsewhere"}))
+    distill(moved, out, config=cfg, progress=False)
+    assert (out / "edge" / "student.pt").stat().st_mtime_ns == before
+
+    original = ChunkSampler.batch
+    monkeypatch.setattr(ChunkSampler, "batch", _dying_at(16))  # dies after the step-10 checkpoint
+    ckpt = tmp_path / "checkpoint.pt"
+    settings = DistillConfig(**FAST)
+    with pytest.raises(KeyboardInterrupt):
+        train_student(preset("edge"), load_split(synthetic["pseudo"]), settings=settings, steps=25,
+                      checkpoint=ckpt, progress=False)  # fmt: skip
+    monkeypatch.setattr(ChunkSampler, "batch", original)
+    with pytest.raises(DistillError, match="other labels"):
+        train_student(preset("edge"), load_split(other), settings=settings, steps=25, checkpoint=ckpt,
+                      progress=False)  # fmt: skip
+    _, summary = train_student(preset("edge"), load_split(synthetic["pseudo"]), settings=settings, steps=25,
+                               checkpoint=ckpt, progress=False)  # fmt: skip
+    assert summary["steps_this_run"] == 15  # its own labels resume it
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU machine)")
