@@ -9,8 +9,8 @@
    rounded /y/ in French, German and Dutch but the unrounded /ɨ/ in Polish (``my``, ``ty``, ``był``). So
    ``GroundTruthConfig.language_phonemes`` overrides the table per language (Polish ``y`` -> ``I``, the close
    unrounded class). The overrides come from an audit of every mnemonic of the corpus languages against
-   espeak-ng's own IPA for it (``espeak_TextToPhonemes`` in IPA mode, bench/audit_groundtruth_ipa.py, reports/bench/groundtruth_ipa_audit.md); ``y`` in
-   Polish is the one whose lip rounding disagreed with its viseme. Corpora store each phoneme's viseme, so the
+   espeak-ng's own IPA for it (``espeak_TextToPhonemes`` in IPA mode: bench/audit_groundtruth_ipa.py,
+   reports/bench/groundtruth_ipa_audit.md); ``y`` in Polish is the one whose lip rounding disagreed with its viseme. Corpora store each phoneme's viseme, so the
    curves are recomputed from those (after a speed change, too) without needing the language again.
 2. Each viseme has a target vector on the speech channels of ARKit-52 (jaw, lips, cheekPuff on p/b, tongueOut on
    dental fricatives); every other channel stays 0. Silence is the neutral face (all zeros).
@@ -290,15 +290,17 @@ def curves_at_times(
     """Blended ARKit-52 curves (float32 [len(times), 52]) at arbitrary times in seconds.
 
     ``phonemes`` are objects with ``start``, ``end`` (16 kHz samples) and ``phoneme``; when they carry a
-    ``viseme`` (a dataset's phonemes do: assigned with the utterance's language) that class is used, else
-    ``viseme_of(phoneme)``.
+    ``viseme`` of the table (a corpus's phonemes do: assigned with the utterance's language) that class is used,
+    else ``viseme_of(phoneme)``.
     """
     times = np.asarray(times, dtype=np.float64)
     if not phonemes:
         return np.zeros((len(times), len(ARKIT_52)), dtype=np.float32)
     starts = np.array([p.start for p in phonemes], dtype=np.float64) / SAMPLE_RATE
     ends = np.array([p.end for p in phonemes], dtype=np.float64) / SAMPLE_RATE
-    visemes = [getattr(p, "viseme", None) or viseme_of(p.phoneme) for p in phonemes]
+    visemes = [
+        p.viseme if getattr(p, "viseme", None) in VISEME_TARGETS else viseme_of(p.phoneme) for p in phonemes
+    ]
     doms = [config.dominance[v] for v in visemes]
     alpha = np.array([d.alpha for d in doms])
     theta = np.array([d.theta for d in doms])
