@@ -619,6 +619,7 @@ def _distill(
         raise DistillError(msg)
     test = load_split(test_dir, field="truth") if test_dir is not None else None
     mean_vector = train.target_mean()
+    data = _data_identity(train, labeled)  # what every finished preset must have learned from
     cards: dict[str, dict] = {}
     teacher: Student | None = None
     for name in _order(config):
@@ -633,11 +634,10 @@ def _distill(
                 and card.get("config") == student_config.to_dict()
             ):
                 trained_on = _card_data(card)
-                if trained_on is not None and trained_on != _data_identity(train, labeled):
+                if trained_on is not None and trained_on != data:
                     msg = (
-                        f"{card_path}: trained on other labels "
-                        f"({_data_change(trained_on, _data_identity(train, labeled))}); delete {folder} or "
-                        "choose another --out"
+                        f"{card_path}: trained on other labels ({_data_change(trained_on, data)}); delete "
+                        f"{folder} or choose another --out"
                     )
                     raise DistillError(msg)
                 if rank == 0 and progress:

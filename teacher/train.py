@@ -321,6 +321,9 @@ class _MemberData:
     n_var: int
     label_mean: np.ndarray
     data_hash: str
+    # input normalisation over every training clip and variant (the same for every member)
+    feat_mean: np.ndarray
+    feat_std: np.ndarray
 
 
 def _train_member(
@@ -332,10 +335,8 @@ def _train_member(
     data_hash = data.data_hash
     torch.manual_seed(seed)
     decoder = TeacherDecoder(config.model)
-    all_feats = np.concatenate([f for i in train_idx for f, _, _ in variants[i]])
-    decoder.feat_mean.copy_(torch.from_numpy(all_feats.mean(axis=0)))
-    decoder.feat_std.copy_(torch.from_numpy(all_feats.std(axis=0) + 1e-5))
-    del all_feats
+    decoder.feat_mean.copy_(torch.from_numpy(data.feat_mean))
+    decoder.feat_std.copy_(torch.from_numpy(data.feat_std))
     with torch.no_grad():  # start from the predict-the-mean solution instead of 0.5 everywhere
         p = torch.from_numpy(np.clip(data.label_mean, 1e-3, 1 - 1e-3))
         decoder.head.bias.copy_(torch.log(p / (1 - p)))
@@ -519,7 +520,12 @@ def train_teacher(
     # each member trains as a one-decoder teacher of its own seed and checkpoint (member 0 is exactly the
     # single teacher: raising --ensemble later reuses a finished single teacher's checkpoint as member 0)
     member_config = replace(config, model=replace(config.model, members=1))
-    data = _MemberData(variants, train_idx, held_idx, n_var, label_mean, data_hash)
+    all_feats = np.concatenate([f for i in train_idx for f, _, _ in variants[i]])
+    data = _MemberData(
+        variants, train_idx, held_idx, n_var, label_mean, data_hash,
+        feat_mean=all_feats.mean(axis=0), feat_std=all_feats.std(axis=0) + 1e-5,
+    )  # fmt: skip
+    del all_feats
     states, histories, bests, train_seconds = [], [], [], 0.0
     for k in range(members):
         ckpt_path = out / ("checkpoint.pt" if k == 0 else f"checkpoint-{k}.pt")
