@@ -169,6 +169,27 @@ def closure_channel(channel_names: Sequence[str], hinge_weight: float) -> int | 
     return names.index(LIP_CLOSURE_CHANNEL) if hinge_weight > 0 and LIP_CLOSURE_CHANNEL in names else None
 
 
+def _same_teacher(path: Path, payload: dict) -> bool:
+    """Whether ``path`` is a teacher checkpoint equal to ``payload``: the same weights and label mean, and configs
+    that are equal once fields missing from an older file read as their defaults."""
+    if not path.is_file():
+        return False
+    try:
+        old = torch.load(path, map_location="cpu", weights_only=True)
+        same_config = TeacherConfig.from_dict(old["config"]) == TeacherConfig.from_dict(payload["config"])
+        same_encoder = EncoderConfig.from_dict(old["encoder"]) == EncoderConfig.from_dict(payload["encoder"])
+        a, b = old["state_dict"], payload["state_dict"]
+        same_weights = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        return (
+            same_config
+            and same_encoder
+            and same_weights
+            and torch.equal(old["label_mean"], payload["label_mean"])
+        )
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError):
+        return False  # unreadable or another layout: rewritten
+
+
 def closure_weights(channel_names: Sequence[str], closure_weight: float) -> torch.Tensor:
     """Per-channel loss weights: 1 everywhere, ``1 + closure_weight`` on the lip-closure channel (if present)."""
     weights = torch.ones(len(channel_names))
@@ -547,15 +568,17 @@ def train_teacher(
     history, best = histories[0], bests[0]
 
     decoder.eval()
-    atomic_torch_save(
-        out / "teacher.pt",
-        {
-            "config": config.model.to_dict(),
-            "encoder": config.encoder.to_dict(),
-            "state_dict": decoder.state_dict(),
-            "label_mean": torch.from_numpy(label_mean),
-        },
-    )
+    payload = {
+        "config": config.model.to_dict(),
+        "encoder": config.encoder.to_dict(),
+        "state_dict": decoder.state_dict(),
+        "label_mean": torch.from_numpy(label_mean),
+    }
+    # a teacher.pt already holding these weights under an equal config is kept byte for byte: its hash is the
+    # teacher's identity, which keys every pseudo-label, so a rerun after an upgrade that only added a config field
+    # (stop 23: TeacherConfig.members) must not relabel hours of audio and invalidate every student
+    if not _same_teacher(out / "teacher.pt", payload):
+        atomic_torch_save(out / "teacher.pt", payload)
     teacher = Teacher.load(out / "teacher.pt")
     teacher.features.cache_dir = extractor.cache_dir  # evaluation reruns reuse the test split's features
     card = {

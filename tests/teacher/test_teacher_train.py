@@ -230,3 +230,25 @@ def test_ensemble_averages_members_and_reuses_a_finished_single_teacher(tmp_path
         torch.testing.assert_close(a, one.decoder(feats))
     with pytest.raises(ValueError, match="members"):
         TeacherConfig(members=0)
+
+
+def test_rerun_keeps_a_teacher_file_saved_before_a_config_field_existed(tmp_path):
+    """The teacher's identity is its file's hash, and every pseudo-label is keyed by it: rerunning a finished
+    training must not rewrite an equal teacher.pt (an older one lacking a since-added field included)."""
+    data = make_dataset(tmp_path / "labeled", n_shards=1, per_shard=8, seed=0)
+    config = _config(tmp_path, 2)
+    train_teacher(data, tmp_path / "out", config=config)
+    path = tmp_path / "out" / "teacher.pt"
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["config"]["members"]  # as saved before TeacherConfig.members existed (stop 22)
+    torch.save(ckpt, path)
+    old = path.read_bytes()
+    train_teacher(data, tmp_path / "out", config=config)  # finished: resumes at the last epoch
+    assert path.read_bytes() == old
+    card = json.loads((tmp_path / "out" / "teacher.json").read_text())
+    assert card["sha256"] == Teacher.load(path).identity
+
+    ckpt["label_mean"] = ckpt["label_mean"] + 0.1  # another teacher: rewritten
+    torch.save(ckpt, path)
+    train_teacher(data, tmp_path / "out", config=config)
+    assert path.read_bytes() != old and "members" in torch.load(path, weights_only=True)["config"]
