@@ -24,7 +24,14 @@ from compress.cmd_profile import run_profile
 from compress.export import ExportConfig, ExportError, export
 from compress.prune import PruneConfig, prune
 from compress.quantize import QuantizeConfig, qat_finetune, sensitivity
-from compress.report import collect_results, save_example, write_report
+from compress.report import (
+    ROUND2_PSEUDO_DIR,
+    ROUND2_TEACHER_DIR,
+    TEACHER_DIR,
+    collect_results,
+    save_example,
+    write_report,
+)
 from compress.stream_export import export_streaming
 from students.data import load_split
 from students.distill import DistillConfig, distill, resolve_device
@@ -179,7 +186,7 @@ def run_pipeline(
     build_corpus(corpus, config=corpus_config)
     _done("corpus", t, timings)
 
-    teacher_dir = work / "teacher"
+    teacher_dir = work / TEACHER_DIR
     t = _stage("teacher")
     tconfig = TeacherTrainConfig(seed=config.seed)
     if config.quick:
@@ -200,7 +207,7 @@ def run_pipeline(
     if config.self_train_epochs:
         # round 2: the round-1 labels join the ground truth; everything downstream uses round 2
         t = _stage("self-training")
-        teacher_dir = work / "teacher2"
+        teacher_dir = work / ROUND2_TEACHER_DIR
         round2 = replace(
             tconfig, epochs=config.self_train_epochs, augment_variants=min(1, tconfig.augment_variants)
         )
@@ -208,7 +215,7 @@ def run_pipeline(
             corpus / "labeled", teacher_dir, config=round2, eval_dir=corpus / "test", pseudo_dir=pseudo
         )
         teacher = Teacher.load(teacher_dir)
-        pseudo = work / "pseudo2"
+        pseudo = work / ROUND2_PSEUDO_DIR
         pseudo_label(corpus / "unlabeled", pseudo, teacher=teacher, config=LabelConfig())
         _done("self-training", t, timings)
 

@@ -135,13 +135,17 @@ def save_example(
         )
 
 
+# the folders `compress run` keeps its teachers and labels in; round 2 is --self-train's (compress.pipeline)
+TEACHER_DIR, ROUND2_TEACHER_DIR, ROUND2_PSEUDO_DIR = "teacher", "teacher2", "pseudo2"
+
+
 def teacher_folder(run_dir: str | os.PathLike) -> Path:
     """The teacher the run's students learned from: ``teacher2/`` when its run config self-trained, else
     ``teacher/``."""
     run_dir = Path(run_dir)
     saved = run_dir / "run_config.json"
     self_trained = saved.is_file() and (_read_json(saved).get("self_train_epochs") or 0) > 0
-    return run_dir / ("teacher2" if self_trained else "teacher")
+    return run_dir / (ROUND2_TEACHER_DIR if self_trained else TEACHER_DIR)
 
 
 def collect_results(run_dir: str | os.PathLike) -> dict[str, Any]:
