@@ -116,37 +116,29 @@ def evaluate_binary(
         left_context=model.left_context, window_samples=model.window_samples, config=model.config
     )
 
-    def run(part: list[int]) -> list[np.ndarray]:
-        out = _run_utterances(
-            str(path), [test.audio[keep[k]] for k in part], [frames[k] for k in part], test.fps, stand_in
-        )
+    def job(part: list[int]) -> tuple[Any, ...]:
+        """``_run_utterances``' arguments for these positions of ``keep``."""
+        return str(path), [test.audio[keep[k]] for k in part], [frames[k] for k in part], test.fps, stand_in
+
+    def checked(out: Any) -> list[np.ndarray]:
         if isinstance(out, str):
             raise ExportError(out)
         return out
 
     start = time.perf_counter()
-    preds: list[np.ndarray | None] = [*run([0]), *([None] * (len(keep) - 1))]
+    preds: list[np.ndarray | None] = [*checked(_run_utterances(*job([0]))), *([None] * (len(keep) - 1))]
     projected = (time.perf_counter() - start) * sum(frames) / frames[0]
     rest = list(range(1, len(keep)))
     workers = min(eval_workers() if workers is None else workers, len(rest))
     if workers > 1 and projected > parallel_after_s:
         parts = [rest[k::workers] for k in range(workers)]
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [
-                pool.submit(
-                    _run_utterances, str(path), [test.audio[keep[k]] for k in part], [frames[k] for k in part],
-                    test.fps, stand_in,
-                )
-                for part in parts
-            ]  # fmt: skip
+            futures = [pool.submit(_run_utterances, *job(part)) for part in parts]
             for part, future in zip(parts, futures):
-                out = future.result()
-                if isinstance(out, str):
-                    raise ExportError(out)
-                for k, y in zip(part, out):
+                for k, y in zip(part, checked(future.result())):
                     preds[k] = y
     elif rest:
-        preds[1:] = run(rest)
+        preds[1:] = checked(_run_utterances(*job(rest)))
     truths = [test.targets[i] for i in keep]
     phonemes = [test.phonemes[i] for i in keep]
     return evaluate(preds, truths, phonemes, channel_names=test.channel_names, fps=test.fps)

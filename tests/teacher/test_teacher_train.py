@@ -240,7 +240,7 @@ def test_rerun_keeps_a_teacher_file_saved_before_a_config_field_existed(tmp_path
     train_teacher(data, tmp_path / "out", config=config)
     path = tmp_path / "out" / "teacher.pt"
     ckpt = torch.load(path, weights_only=True)
-    del ckpt["config"]["members"]  # as saved before TeacherConfig.members existed (stop 22)
+    del ckpt["config"]["members"]  # as saved before TeacherConfig.members existed
     torch.save(ckpt, path)
     old = path.read_bytes()
     train_teacher(data, tmp_path / "out", config=config)  # finished: resumes at the last epoch
