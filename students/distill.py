@@ -71,8 +71,8 @@ DEFAULT_STEPS = {
     "tiny": 4000,
     # warm-started from small (factorized head). 600 steps (the default before stop 24) left it undertrained: on
     # the v2 corpus's single-teacher labels 2 400 steps took test MSE / mean 0.480 -> 0.412 and lip closure 0.51 ->
-    # 0.61 (README, stop-24 results)
-    "realtime": 2400,
+    # 0.61 (README, stop-24 results); 4 000 steps -> 0.397 and 0.65 (reports/bench/students_teacher_and_steps.txt)
+    "realtime": 4000,
     "edge": 4000,
     "edge-mulaw": 4000,
     "tiny-mel": 4000,

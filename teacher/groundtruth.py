@@ -89,7 +89,14 @@ PHONEME_TO_VISEME: dict[str, str] = {
     "o~": "O", "8": "O", "Y": "O", "W": "O", "Wy": "O", "W~": "O", "VU": "O", "@U": "O", "Au": "O", "oU#": "O",
     # rounded close vowels
     "u": "U", "U": "U", "U@": "U", "UR": "U", "y": "U", "y-": "U", "u#": "U", "U~": "U", "y~": "U",
+    # symbols only the extra pseudo-labeling languages produce (teacher.text: da, el, la, mk, ru, uk): palatalised
+    # and dental stops, Russian /ja/ (jaw opens to /a/) and /ju/ (lips round), Macedonian /c/, Latin's written h,
+    # Danish vocalised r and its centralised /ae/
+    "t;": "DD", "d;": "DD", "t[": "DD", "d[": "DD", "m;": "PP", "ja": "aa", "ju": "U", "k^": "kk", "<h>": "kk",
+    "3-": "E", "&#": "aa",
 }  # fmt: skip
+# Danish stød: espeak-ng writes it as "?" before the vowel that carries it (``'?E``); the lips follow the vowel.
+STOD = "?"
 STRESS_MARKS = "',%="
 MODIFIERS = "#23~^-;/"
 # First-character classes for symbols not in the table (after modifiers are dropped).
@@ -232,15 +239,19 @@ class GroundTruthConfig:
 
 
 def base_symbol(phoneme: str) -> str:
-    """The mnemonic without stress marks and the length mark."""
-    return phoneme.lstrip(STRESS_MARKS).replace(":", "") or phoneme
+    """The mnemonic without stress marks, Danish stød and the length mark."""
+    return _drop_stod(phoneme.lstrip(STRESS_MARKS)).replace(":", "") or phoneme
+
+
+def _drop_stod(symbol: str) -> str:
+    return symbol[len(STOD) :] if symbol.startswith(STOD) and len(symbol) > len(STOD) else symbol
 
 
 def viseme_of(phoneme: str) -> str:
     """Viseme class of an espeak-ng mnemonic (unknown symbols are counted, logged once and made ``neutral``)."""
     if phoneme.startswith("_"):
         return SILENCE_VISEME
-    stripped = phoneme.lstrip(STRESS_MARKS)
+    stripped = _drop_stod(phoneme.lstrip(STRESS_MARKS))
     for candidate in (stripped, base_symbol(phoneme), base_symbol(phoneme).rstrip(MODIFIERS)):
         if candidate in PHONEME_TO_VISEME:
             return PHONEME_TO_VISEME[candidate]
@@ -255,7 +266,7 @@ def viseme_of(phoneme: str) -> str:
 
 def in_table(phoneme: str) -> bool:
     """Whether the explicit table (not a fallback) knows this mnemonic."""
-    stripped = phoneme.lstrip(STRESS_MARKS)
+    stripped = _drop_stod(phoneme.lstrip(STRESS_MARKS))
     return (
         phoneme.startswith("_") or stripped in PHONEME_TO_VISEME or base_symbol(phoneme) in PHONEME_TO_VISEME
     )

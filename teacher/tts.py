@@ -39,7 +39,9 @@ PARAM_RATE, PARAM_PITCH, PARAM_RANGE = 1, 3, 4
 SILENCE = "_"
 
 # Languages whose voices and dictionaries were checked to synthesise with the bundled data.
-LANGUAGES = ("en-us", "en-gb-x-rp", "de", "fr", "es", "it", "pt", "nl", "pl", "sv", "cs")
+LANGUAGES = (
+    "en-us", "en-gb-x-rp", "de", "fr", "es", "it", "pt", "nl", "pl", "sv", "cs", "da", "el", "la", "mk", "ru", "uk",
+)  # fmt: skip
 # Voice variants (``<language>+<variant>``); each changes formants/pitch/breathiness of the same phonemes.
 VARIANTS = (
     "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5",
