@@ -8,9 +8,11 @@
    espeak-ng's mnemonics are per language, and one of them names sounds of different lip shapes: ``y`` is the
    rounded /y/ in French, German and Dutch but the unrounded /ɨ/ in Polish (``my``, ``ty``, ``był``). So
    ``GroundTruthConfig.language_phonemes`` overrides the table per language (Polish ``y`` -> ``I``, the close
-   unrounded class). The overrides come from an audit of every mnemonic of the corpus languages against
+   unrounded class), and Danish ``0`` (with or without stød: ``?0``) is the rounded /ɔ/ where English ``0`` is
+   the open /ɑ/ or /ɒ/ (Danish -> ``O``). The overrides come from an audit of every mnemonic of the corpus languages against
    espeak-ng's own IPA for it (``espeak_TextToPhonemes`` in IPA mode: bench/audit_groundtruth_ipa.py,
-   reports/bench/groundtruth_ipa_audit.md); ``y`` in Polish is the one whose lip rounding disagreed with its viseme. Corpora store each phoneme's viseme, so the
+   reports/bench/groundtruth_ipa_audit.md and groundtruth_ipa_audit_extra_languages.md): Polish ``y`` and Danish
+   ``0`` are the ones whose lip rounding disagreed with their viseme. Corpora store each phoneme's viseme, so the
    curves are recomputed from those (after a speed change, too) without needing the language again.
 2. Each viseme has a target vector on the speech channels of ARKit-52 (jaw, lips, cheekPuff on p/b, tongueOut on
    dental fricatives); every other channel stays 0. Silence is the neutral face (all zeros).
@@ -187,12 +189,16 @@ def _default_dominance() -> dict[str, Dominance]:
 class GroundTruthConfig:
     """How visemes blend into curves; stored in corpus manifests so the truth can be regenerated exactly."""
 
-    version: int = 2  # 2: language_phonemes (Polish y = /ɨ/ is unrounded); 1 had no per-language overrides
+    # 3: Danish 0 = /ɔ/ is rounded (-> O); 2: language_phonemes (Polish y = /ɨ/ is unrounded); 1 had no
+    # per-language overrides. A saved config keeps its own table, so an older corpus regenerates its own truth.
+    version: int = 3
     exponent: float = 1.0  # c in D_i(t) = alpha * exp(-theta * dist ** c)
     dominance: dict[str, Dominance] = field(default_factory=_default_dominance)
     # language -> {mnemonic: viseme} taking precedence over PHONEME_TO_VISEME for that language ("pl" also
     # matches "pl-xx"); a config saved without it (version 1) reads as no overrides
-    language_phonemes: dict[str, dict[str, str]] = field(default_factory=lambda: {"pl": {"y": "I"}})
+    language_phonemes: dict[str, dict[str, str]] = field(
+        default_factory=lambda: {"pl": {"y": "I"}, "da": {"0": "O"}}
+    )
 
     def __post_init__(self) -> None:
         if self.exponent <= 0:

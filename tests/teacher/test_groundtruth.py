@@ -130,3 +130,17 @@ def test_polish_y_is_unrounded_where_french_y_is_rounded():
         centres = np.array([(p.start + p.end) / 2 / 16000 for p in vowels])
         peaks[language] = curves_at_times(phonemes, centres, config=cfg)[:, pucker]
     assert peaks["pl"].max() < 0.1 < 0.5 < peaks["fr"].min()
+
+
+def test_danish_0_is_rounded_where_english_0_is_open():
+    """espeak-ng's ``0`` is /ɔ/ (rounded) in Danish, with or without stød, and /ɑ/ or /ɒ/ in English (IPA audit)."""
+    cfg = GroundTruthConfig()
+    assert cfg.viseme("0", "da") == cfg.viseme("?0", "da") == cfg.viseme("'?0", "da") == "O"
+    assert cfg.viseme("0", "en-us") == cfg.viseme("0", "en-gb-x-rp") == cfg.viseme("0") == "aa"
+    # a version-2 config (saved before the Danish entry) keeps its own table
+    v2 = cfg.to_dict() | {"version": 2, "language_phonemes": {"pl": {"y": "I"}}}
+    assert GroundTruthConfig.from_dict(v2).viseme("?0", "da") == "aa"
+    # espeak-ng speaks it in "funktion" (found by the IPA audit's sentences): the synthesised truth rounds the lips
+    _, speech = synthesize("funktion", voice="da")
+    zeros = [p.phoneme for p in speech if base_symbol(p.phoneme) == "0"]
+    assert zeros and all(cfg.viseme(p, "da") == "O" for p in zeros), [p.phoneme for p in speech]
