@@ -131,6 +131,10 @@ class DistillConfig:
     # and dead units get no gradient back (tiny-mel with 1 s of past: all 40 dead by step 10 and a mean predictor;
     # the reference small: 41 of 80 dead). Off by default until a reference run measures it.
     zero_out_init: bool = False
+    # Exponential moving average of the student's weights (Polyak averaging), decay per step; 0 = off. The student
+    # saved is the average, which smooths the last steps' noise (warm-up: the decay is min(ema_decay,
+    # (1 + step) / (10 + step))). Checkpointed with the run, so a resume continues the same average.
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "presets", tuple(self.presets))
@@ -168,6 +172,9 @@ class DistillConfig:
             < 0
         ):
             msg = "distill config: weights and lr must be >= 0"
+            raise DistillError(msg)
+        if not 0 <= self.ema_decay < 1:
+            msg = f"distill config: ema_decay must be in [0, 1), got {self.ema_decay}"
             raise DistillError(msg)
 
     def student_config(self, name: str) -> StudentConfig:
@@ -413,6 +420,7 @@ def train_student(
 
     if settings.closure_weight > 0 and LIP_CLOSURE_CHANNEL in train.channel_names:
         weights = closure_weights(train.channel_names, settings.closure_weight).to(device)
+    ema = _ema_init(student) if settings.ema_decay > 0 else None
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     if ckpt_path is not None and ckpt_path.is_file():
         try:
@@ -439,6 +447,8 @@ def train_student(
         trainee.load_state_dict(state["trainee"])
         optim.load_state_dict(state["optimizer"])
         start = int(state["step"])
+        if ema is not None:
+            ema = {k: v.to(device) for k, v in state["ema"].items()}
     model: nn.Module = trainee
     if world > 1:
         model = nn.parallel.DistributedDataParallel(
@@ -494,6 +504,8 @@ def train_student(
         if settings.grad_clip > 0:
             nn.utils.clip_grad_norm_(trainee.parameters(), settings.grad_clip)
         optim.step()
+        if ema is not None:
+            _ema_update(ema, student, min(settings.ema_decay, (1 + step) / (10 + step)))
         bar.set_postfix(recon=f"{last['recon']:.4f}")
         done = step + 1
         if ckpt_path is not None and (done % settings.checkpoint_every == 0 or done == steps):
@@ -508,6 +520,8 @@ def train_student(
                     "trainee": trainee.state_dict(),
                     "optimizer": optim.state_dict(),
                 }
+                if ema is not None:
+                    progress_state["ema"] = ema
                 atomic_torch_save(ckpt_path, progress_state)
             if world > 1:
                 dist.barrier()
@@ -529,7 +543,23 @@ def train_student(
     }
     if teacher is not None:
         teacher.cpu()
+    if ema is not None:
+        student.load_state_dict(ema)
+        summary["ema_decay"] = settings.ema_decay
     return student.cpu().eval(), summary
+
+
+def _ema_init(student: Student) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in student.state_dict().items()}
+
+
+@torch.no_grad()
+def _ema_update(ema: dict[str, torch.Tensor], student: Student, decay: float) -> None:
+    for k, v in student.state_dict().items():
+        if v.dtype.is_floating_point:
+            ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
+        else:
+            ema[k].copy_(v)
 
 
 # ---- the stage ------------------------------------------------------------------------------------------------
