@@ -273,6 +273,8 @@ def test_cli_trains_a_preset_on_mulaw_input(synthetic, tmp_path) -> None:
             "--closure-hinge",
             "0.05",
             "--zero-out-init",
+            "--ema",
+            "0.9",
             "--no-test",
             "--out",
             str(tmp_path),
@@ -285,6 +287,7 @@ def test_cli_trains_a_preset_on_mulaw_input(synthetic, tmp_path) -> None:
     assert card["distill_config"]["overrides"] == {"edge": {"input_encoding": "mulaw"}}
     assert card["distill_config"]["closure_hinge_weight"] == 0.05
     assert card["distill_config"]["zero_out_init"] is True
+    assert card["distill_config"]["ema_decay"] == 0.9
     assert (
         main(["distill", "--pseudo", str(synthetic["pseudo"]), "--mulaw", "huge", "--out", str(tmp_path)])
         == 2
