@@ -77,8 +77,8 @@ DEFAULT_STEPS = {
     "edge-mulaw": 4000,
     "tiny-mel": 4000,
     "causal": 4000,
-    # not in the default run; warm-started from the trained small. 600 steps left it 9 % above linear small's
-    # test MSE; 2 400 closed the gap (stop 23, README §8 results)
+    # warm-started from the trained small (in `compress run` since stop 28, not in DistillConfig's own default
+    # presets). 600 steps left it 9 % above linear small's test MSE; 2 400 closed the gap (stop 23, README §8)
     "small-mulaw": 2400,
 }
 
