@@ -138,15 +138,17 @@ class RunConfig:
     @classmethod
     def quick_config(cls, **overrides: Any) -> RunConfig:
         """Toy sizes: every stage runs, fewer binaries are shipped (the export/convert step dominates)."""
+        full = cls()
+        # small-mulaw is the full run's full-int8 small; at toy size it would only add small's cost again
+        presets = tuple(p for p in full.presets if p != "small-mulaw")
         return cls(
             **{
                 "quick": True,
                 # edge-mulaw: the mu-law input + QAT int8 path end to end; tiny-mel: a log-mel frontend kept float
                 "ship": ("tiny", "tiny-mel", "edge-mulaw"),
-                # small-mulaw is the full run's full-int8 small; at toy size it would only add small's cost again
-                "presets": tuple(p for p in cls().presets if p != "small-mulaw"),
-                "prune": {k: v for k, v in cls().prune.items() if k != "small-mulaw"},
-                "prune_steps": {k: v for k, v in cls().prune_steps.items() if k != "small-mulaw"},
+                "presets": presets,
+                "prune": {k: v for k, v in full.prune.items() if k in presets},
+                "prune_steps": {k: v for k, v in full.prune_steps.items() if k in presets},
                 "streaming": ("tiny",),
                 "profile_runs": 200,
                 "max_keep_float": 1,
