@@ -85,6 +85,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"augmented copies per clip (default {TeacherTrainConfig().augment_variants}, quick 1)",
     )
     train.add_argument(
+        "--gru-hidden",
+        type=int,
+        help=f"decoder BiGRU width per direction (default {TeacherConfig().gru_hidden}; "
+        "reports/bench/teacher_variants.txt measures 192)",
+    )
+    train.add_argument(
+        "--conv-channels",
+        type=int,
+        help=f"decoder conv width (default {TeacherConfig().conv_channels})",
+    )
+    train.add_argument(
         "--ensemble",
         type=int,
         help="train this many decoders from different seeds and average their curves (default "
@@ -159,6 +170,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = replace(config, viseme_weight=args.viseme_weight)
     if args.closure_hinge is not None:
         config = replace(config, closure_hinge_weight=args.closure_hinge)
+    for flag, key in (("gru_hidden", "gru_hidden"), ("conv_channels", "conv_channels")):
+        value = getattr(args, flag)
+        if value is not None:
+            if value < 1:
+                raise FacedistillError(f"--{flag.replace('_', '-')} {value}: must be at least 1")
+            config = replace(config, model=replace(config.model, **{key: value}))
     if args.ensemble is not None:
         if args.ensemble < 1:
             raise FacedistillError(f"--ensemble {args.ensemble}: needs at least 1 member")

@@ -252,3 +252,17 @@ def test_rerun_keeps_a_teacher_file_saved_before_a_config_field_existed(tmp_path
     torch.save(ckpt, path)
     train_teacher(data, tmp_path / "out", config=config)
     assert path.read_bytes() != old and "members" in torch.load(path, weights_only=True)["config"]
+
+
+def test_cli_decoder_width_flags_reach_the_saved_config(tmp_path, capsys):
+    from compress.cli import main
+
+    make_dataset(tmp_path / "corpus" / "labeled", n_shards=1, per_shard=6, seed=0)
+    argv = ["teacher", "train", "--corpus", str(tmp_path / "corpus"), "--out", str(tmp_path / "t")]
+    argv += ["--features", "logmel", "--epochs", "1", "--augment-variants", "0"]
+    assert main([*argv, "--gru-hidden", "12", "--conv-channels", "10"]) == 0
+    teacher = Teacher.load(tmp_path / "t")
+    assert (teacher.config.gru_hidden, teacher.config.conv_channels) == (12, 10)
+    assert teacher.decoder.gru.hidden_size == 12 and teacher.decoder.convs[0].out_channels == 10
+    assert main([*argv, "--gru-hidden", "0"]) != 0
+    assert "--gru-hidden 0: must be at least 1" in capsys.readouterr().err

@@ -1,0 +1,62 @@
+"""Train the teacher decoder with config changes, several seeds each, and print one line per (variant, seed).
+
+    python bench/teacher_variants.py --corpus RUN/corpus --out OUT --seeds 0 1 2 \\
+        base='{}' g192='{"model": {"gru_hidden": 192}}' av6='{"augment_variants": 6}'
+
+Each variant is the default ``TeacherTrainConfig`` (what ``compress teacher train`` and ``compress run`` use)
+updated with the JSON (``model`` keys go to ``TeacherConfig``, the rest to ``TeacherTrainConfig``), trained on
+CORPUS/labeled into OUT/NAME_sSEED and evaluated on CORPUS/test. The seed moves the initialisation, the augmented
+copies and the batch order, so one run of a config says little: compare means over seeds. A finished
+variant is reused on a rerun (training resumes). Threads: ``--threads`` (training is deterministic at a fixed
+thread count). ``--feature-cache`` shares Whisper features between variants (default $FACEDISTILL_CACHE/features).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from teacher.train import TeacherTrainConfig, train_teacher
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--feature-cache", default=None)
+    ap.add_argument("variants", nargs="+", help="NAME=JSON of config changes")
+    args = ap.parse_args()
+    base = TeacherTrainConfig()
+    for spec in args.variants:
+        name, _, change = spec.partition("=")
+        change = json.loads(change or "{}")
+        model = replace(base.model, **change.pop("model", {}))
+        scores = []
+        for seed in args.seeds:
+            config = replace(
+                base, model=model, threads=args.threads, cache_dir=args.feature_cache, seed=seed, **change
+            )
+            card = train_teacher(
+                args.corpus / "labeled",
+                args.out / f"{name}_s{seed}",
+                config=config,
+                eval_dir=args.corpus / "test",
+            )
+            m = card["metrics"]["test"]
+            scores.append(m["mse_ratio_to_mean"])
+            print(
+                f"{name:<10} seed {seed}  decoder params {card['decoder_params']:>9,}  best epoch "
+                f"{card['holdout']['best_epoch']:>2}  test mse/mean {m['mse_ratio_to_mean']:.4f}  lip closure "
+                f"{m['lip_closure']:.3f}  jitter {m['jitter_ratio']:.2f}",
+                flush=True,
+            )
+        if len(scores) > 1:
+            print(f"{name:<10} mean over seeds {args.seeds}: {sum(scores) / len(scores):.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
