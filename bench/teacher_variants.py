@@ -1,6 +1,6 @@
 """Train the teacher decoder with config changes, several seeds each, and print one line per (variant, seed).
 
-    python bench/teacher_variants.py --corpus RUN/corpus --out OUT --seeds 0 1 2 \\
+    python bench/teacher_variants.py --corpus RUN/corpus --out OUT --seeds 0,1,2 \\
         base='{}' g192='{"model": {"gru_hidden": 192}}' av6='{"augment_variants": 6}'
 
 Each variant is the default ``TeacherTrainConfig`` (what ``compress teacher train`` and ``compress run`` use)
@@ -25,18 +25,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--feature-cache", default=None)
     ap.add_argument("variants", nargs="+", help="NAME=JSON of config changes")
     args = ap.parse_args()
+    seeds = [int(x) for x in args.seeds.split(",")]
     base = TeacherTrainConfig()
     for spec in args.variants:
         name, _, change = spec.partition("=")
         change = json.loads(change or "{}")
         model = replace(base.model, **change.pop("model", {}))
         scores = []
-        for seed in args.seeds:
+        for seed in seeds:
             config = replace(
                 base, model=model, threads=args.threads, cache_dir=args.feature_cache, seed=seed, **change
             )
