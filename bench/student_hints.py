@@ -40,14 +40,13 @@ from teacher.model import Teacher
 
 @torch.no_grad()
 def teacher_hidden(split: Split, teacher: Teacher, source: str) -> list[np.ndarray]:
-    dec = teacher.decoder
+    dec = teacher.decoder  # eval mode (Teacher.load): no dropout
+    read = dec.hidden if source == "gru" else dec.normalise
     out = []
     for i in range(0, len(split.audio), 16):
-        for f in teacher.features(split.audio[i : i + 16]):
-            x = (torch.from_numpy(f)[None] - dec.feat_mean) / dec.feat_std
-            if source == "gru":
-                x, _ = dec.gru(dec.convs(x.transpose(1, 2)).transpose(1, 2))
-            out.append(x[0].numpy())
+        out.extend(
+            read(torch.from_numpy(f)[None])[0].numpy() for f in teacher.features(split.audio[i : i + 16])
+        )
     return out
 
 

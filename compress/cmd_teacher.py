@@ -88,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--gru-hidden",
         type=int,
         help=f"decoder BiGRU width per direction (default {TeacherConfig().gru_hidden}; "
-        "reports/bench/teacher_variants.txt measures 192)",
+        "reports/bench/teacher_variants.txt measures 192 to 384)",
     )
     train.add_argument(
         "--conv-channels",
@@ -170,11 +170,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = replace(config, viseme_weight=args.viseme_weight)
     if args.closure_hinge is not None:
         config = replace(config, closure_hinge_weight=args.closure_hinge)
-    for flag, key in (("gru_hidden", "gru_hidden"), ("conv_channels", "conv_channels")):
-        value = getattr(args, flag)
+    for key in ("gru_hidden", "conv_channels"):  # flag --gru-hidden -> TeacherConfig.gru_hidden, ...
+        value = getattr(args, key)
         if value is not None:
             if value < 1:
-                raise FacedistillError(f"--{flag.replace('_', '-')} {value}: must be at least 1")
+                raise FacedistillError(f"--{key.replace('_', '-')} {value}: must be at least 1")
             config = replace(config, model=replace(config.model, **{key: value}))
     if args.ensemble is not None:
         if args.ensemble < 1:

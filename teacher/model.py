@@ -124,11 +124,18 @@ class TeacherDecoder(nn.Module):
         self.head = nn.Linear(2 * config.gru_hidden, len(config.channel_names))
         self.aux = nn.Linear(2 * config.gru_hidden, config.aux_classes) if config.aux_classes else None
 
+    def normalise(self, feats: torch.Tensor) -> torch.Tensor:
+        """[B, F, D] features standardised with the training set's statistics (the decoder's input)."""
+        return (feats - self.feat_mean) / self.feat_std
+
+    def hidden(self, feats: torch.Tensor) -> torch.Tensor:
+        """[B, F, 2 * gru_hidden]: the BiGRU output that the output head (and the viseme head) read."""
+        x = self.convs(self.input_dropout(self.normalise(feats)).transpose(1, 2)).transpose(1, 2)
+        return self.gru(x)[0]
+
     def forward_with_aux(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Curves [B, F, C] and, when the config has ``aux_classes``, viseme logits [B, F, aux_classes]."""
-        x = self.input_dropout((feats - self.feat_mean) / self.feat_std)
-        x = self.convs(x.transpose(1, 2)).transpose(1, 2)
-        x, _ = self.gru(x)
+        x = self.hidden(feats)
         return torch.sigmoid(self.head(x)), (self.aux(x) if self.aux is not None else None)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
