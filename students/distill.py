@@ -135,6 +135,11 @@ class DistillConfig:
     # saved is the average, which smooths the last steps' noise (warm-up: the decay is min(ema_decay,
     # (1 + step) / (10 + step))). Checkpointed with the run, so a resume continues the same average.
     ema_decay: float = 0.0
+    # Vocal tract length perturbation for students with the log-mel front end: every training chunk's spectrum is
+    # warped along frequency by a factor drawn uniformly from [1 - freq_warp, 1 + freq_warp] (students.model.
+    # warp_spectrum), so formants move as between speakers while timing and labels stay. 0 = off. Waveform
+    # students have no spectrum to warp and train without it (their training summary says so).
+    freq_warp: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "presets", tuple(self.presets))
@@ -172,6 +177,9 @@ class DistillConfig:
             < 0
         ):
             msg = "distill config: weights and lr must be >= 0"
+            raise DistillError(msg)
+        if not 0 <= self.freq_warp < 0.5:
+            msg = f"distill config: freq_warp must be in [0, 0.5), got {self.freq_warp}"
             raise DistillError(msg)
         if not 0 <= self.ema_decay < 1:
             msg = f"distill config: ema_decay must be in [0, 1), got {self.ema_decay}"
@@ -421,6 +429,7 @@ def train_student(
     if settings.closure_weight > 0 and LIP_CLOSURE_CHANNEL in train.channel_names:
         weights = closure_weights(train.channel_names, settings.closure_weight).to(device)
     ema = _ema_init(student) if settings.ema_decay > 0 else None
+    warp_bins = student.logmel if settings.freq_warp > 0 else None
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     if ckpt_path is not None and ckpt_path.is_file():
         try:
@@ -473,17 +482,25 @@ def train_student(
         rng = np.random.default_rng([settings.seed, rank, step])
         batch = sampler.batch(settings.batch_size, rng).to(device)
         n = settings.batch_size
-        if (
-            use_labeled
-        ):  # one forward over pseudo-labeled + labeled chunks (same length): one DDP pass per step
-            gt = gt_sampler.batch(n, rng).to(device)
-            pred, feats = model(torch.cat([batch.audio, gt.audio]), torch.cat([batch.anchors, gt.anchors]))
-            gt_loss, _ = curve_loss(pred[n:], gt, settings.velocity_weight, weights)
-            if hinge_channel is not None:
-                gt_loss = gt_loss + hinge(pred[n:], gt)
-            pred, feats = pred[:n], {k: v[:n] for k, v in feats.items()}
-        else:
-            pred, feats = model(batch.audio, batch.anchors)
+        gt = gt_sampler.batch(n, rng).to(device) if use_labeled else None
+        if warp_bins is not None:  # drawn after the batches, so the chunks are those of an unwarped run
+            rows = 2 * n if use_labeled else n
+            warp = rng.uniform(1 - settings.freq_warp, 1 + settings.freq_warp, size=rows)
+            warp_bins.warp = torch.tensor(warp, dtype=torch.float32, device=device)
+        try:
+            if gt is not None:  # one forward over pseudo-labeled + labeled chunks (same length): one DDP pass
+                pred, feats = model(
+                    torch.cat([batch.audio, gt.audio]), torch.cat([batch.anchors, gt.anchors])
+                )
+                gt_loss, _ = curve_loss(pred[n:], gt, settings.velocity_weight, weights)
+                if hinge_channel is not None:
+                    gt_loss = gt_loss + hinge(pred[n:], gt)
+                pred, feats = pred[:n], {k: v[:n] for k, v in feats.items()}
+            else:
+                pred, feats = model(batch.audio, batch.anchors)
+        finally:
+            if warp_bins is not None:
+                warp_bins.warp = None
         loss, last = curve_loss(pred, batch, settings.velocity_weight, weights)
         if hinge_channel is not None:
             h = hinge(pred, batch)
@@ -541,6 +558,10 @@ def train_student(
         "batch_size": settings.batch_size,
         "last_losses": last,
     }
+    if settings.freq_warp > 0:
+        summary["freq_warp"] = (
+            settings.freq_warp if warp_bins is not None else "not applied (waveform front end)"
+        )
     if teacher is not None:
         teacher.cpu()
     if ema is not None:

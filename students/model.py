@@ -410,10 +410,43 @@ class LogMel(nn.Module):
         full_scale = (window.sum() / 2.0) ** 2
         self.center = float(0.5 * (np.log(LOGMEL_FLOOR) + np.log(full_scale)))
 
+    # training-time frequency warp factors, one per batch row (students.distill sets them around a forward pass
+    # when DistillConfig.freq_warp > 0); None at inference and in every exported binary
+    warp: torch.Tensor | None = None
+
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         z = self.dft(audio.unsqueeze(1))
         power = z[:, : self.bins].square() + z[:, self.bins :].square()
+        if self.warp is not None:
+            power = warp_spectrum(power, self.warp)
         return (torch.log(self.mel(power) + LOGMEL_FLOOR) - self.center) * LOGMEL_SCALE
+
+
+VTLP_CUTOFF = 0.6  # the warp's knee, as a fraction of Nyquist (Jaitly & Hinton 2013: 4 800 Hz of 8 000)
+
+
+def warp_spectrum(power: torch.Tensor, alpha: torch.Tensor, cutoff: float = VTLP_CUTOFF) -> torch.Tensor:
+    """Vocal tract length perturbation: ``power`` [B, F, T] (bins 0..Nyquist) with row ``b``'s frequency axis
+    scaled by ``alpha[b]``, piecewise linear so that 0 and Nyquist stay fixed (Jaitly & Hinton, 2013).
+
+    Source frequency ``f`` moves to ``alpha f`` below the knee ``f0 = cutoff * nyquist * min(alpha, 1) / alpha``
+    and linearly from ``alpha f0`` to Nyquist above it (so the knee's output sits at or under ``cutoff * nyquist``);
+    each output bin reads the source power at the inverse map, linearly interpolated. ``alpha > 1`` moves formants
+    up (a shorter vocal tract), ``alpha < 1`` down; ``alpha == 1`` returns ``power`` unchanged.
+    """
+    n = power.shape[1] - 1
+    a = alpha.to(power.dtype).reshape(-1, 1)
+    k = torch.arange(n + 1, dtype=power.dtype, device=power.device).unsqueeze(0)
+    f0 = cutoff * n * torch.clamp(a, max=1.0) / a
+    knee = a * f0
+    src = torch.where(k <= knee, k / a, n - (n - f0) * (n - k) / (n - knee))
+    src = src.clamp(0, n)
+    lo = src.floor().clamp(max=n - 1)
+    frac = (src - lo).unsqueeze(-1)
+    idx = lo.long().unsqueeze(-1).expand(-1, -1, power.shape[-1])
+    below = power.gather(1, idx)
+    above = power.gather(1, idx + 1)
+    return below + frac * (above - below)
 
 
 class Student(nn.Module):

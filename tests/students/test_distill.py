@@ -145,6 +145,23 @@ def test_weight_average_is_the_saved_student(synthetic) -> None:
         DistillConfig(ema_decay=1.0)
 
 
+def test_frequency_warp_trains_logmel_students_only_and_leaves_no_warp_behind(synthetic) -> None:
+    split = load_split(synthetic["pseudo"])
+    cfg = preset("tiny-mel", context_channels=(8, 8), head_bottleneck=8, head_hidden=(8,))
+    plain, _ = train_student(cfg, split, settings=DistillConfig(**FAST), steps=6, progress=False)
+    settings = DistillConfig(**{**FAST, "freq_warp": 0.1})
+    warped, summary = train_student(cfg, split, settings=settings, steps=6, progress=False)
+    assert summary["freq_warp"] == 0.1 and warped.logmel.warp is None
+    diffs = [
+        (a - b).abs().max().item() for a, b in zip(plain.state_dict().values(), warped.state_dict().values())
+    ]
+    assert max(diffs) > 1e-5  # same batches, same init: only the warp differs
+    _, wave = train_student(preset("edge"), split, settings=settings, steps=2, progress=False)
+    assert wave["freq_warp"] == "not applied (waveform front end)"
+    with pytest.raises(DistillError, match="freq_warp"):
+        DistillConfig(freq_warp=0.5)
+
+
 def test_labeled_loss_and_bad_configs(synthetic, tmp_path) -> None:
     config = DistillConfig(
         presets=("edge",), stage1="edge", steps={"edge": 10}, **{**FAST, "labeled_weight": 0.5}
@@ -292,10 +309,13 @@ def test_cli_trains_a_preset_behind_the_logmel_frontend(synthetic, tmp_path) -> 
     settings = json.dumps({**FAST, "stage1": "edge", "steps": {"edge": 10}})
     rc = main(
         ["distill", "--pseudo", str(synthetic["pseudo"]), "--presets", "edge", "--logmel", "edge"]
-        + ["--config", settings, "--closure-hinge", "0.05", "--no-test", "--out", str(tmp_path)]
+        + ["--config", settings, "--closure-hinge", "0.05", "--freq-warp", "0.1", "--no-test"]
+        + ["--out", str(tmp_path)]
     )
     assert rc == 0
     model = load_student(tmp_path / "edge" / "student.pt")
+    card = json.loads((tmp_path / "edge" / "card.json").read_text())
+    assert card["distill_config"]["freq_warp"] == 0.1 and card["training"]["freq_warp"] == 0.1
     assert model.config.frontend == "logmel" and model.config.frontend_channels == (32,)
     assert model.lookahead_ms == 32.0  # the filterbank reads past audio only: same lookahead as edge
     assert not any(p.requires_grad for p in model.logmel.parameters())

@@ -261,3 +261,39 @@ def test_logmel_frontend_is_the_windowed_dft_power_through_mel_filters() -> None
         preset("tiny-mel", logmel_ms=10.0)
     with pytest.raises(StudentConfigError, match="frontend 'fft' unknown"):
         preset("tiny", frontend="fft")
+
+
+def test_frequency_warp_moves_a_tone_by_alpha_below_the_knee_and_keeps_the_ends() -> None:
+    """VTLP (training only): a 1 kHz tone's spectral peak moves to alpha x 1 kHz (within a bin), power at 0 Hz and
+    Nyquist stays put, alpha 1 is the identity, rows warp independently, and the log-mel front end uses it only
+    while ``warp`` is set."""
+    from students.model import VTLP_CUTOFF, LogMel, warp_spectrum
+
+    config = preset("tiny-mel")
+    n = config.logmel_samples
+    t = np.arange(n) / 16000.0
+    power = torch.from_numpy(np.abs(np.fft.rfft(np.sin(2 * np.pi * 1000.0 * t) * np.hamming(n))) ** 2)
+    power = power.float()[None, :, None].repeat(3, 1, 2)  # [3 rows, bins, 2 frames]
+    power[:, 0] = 5.0
+    power[:, -1] = 7.0
+    hz = np.fft.rfftfreq(n, 1 / 16000)
+    alpha = torch.tensor([1.0, 1.15, 0.85])
+    warped = warp_spectrum(power, alpha)
+    assert torch.equal(warped[0], power[0])
+    for row, a in enumerate(alpha.tolist()):
+        peak = hz[int(warped[row, :, 0].argmax())]
+        assert abs(peak - 1000.0 * a) <= hz[1], (a, peak)
+        assert warped[row, 0, 0] == 5.0 and torch.isclose(warped[row, -1, 0], torch.tensor(7.0))
+    assert torch.equal(warped[..., 0], warped[..., 1])
+    # above the knee the map is linear up to Nyquist: a bin just under Nyquist reads from just under Nyquist
+    assert VTLP_CUTOFF < 1
+    fb = LogMel(config)
+    audio = torch.from_numpy(np.random.default_rng(1).normal(0, 0.1, (3, 4 * n)).astype("f4"))
+    with torch.no_grad():
+        plain = fb(audio)
+        fb.warp = alpha
+        moved = fb(audio)
+        fb.warp = None
+        again = fb(audio)
+    assert torch.equal(plain, again) and torch.equal(plain[0], moved[0])
+    assert (plain[1:] - moved[1:]).abs().max() > 0.05
