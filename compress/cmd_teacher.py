@@ -73,6 +73,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"timings (default {TeacherTrainConfig().viseme_weight}; 0 = off)",
     )
     train.add_argument(
+        "--render-blend",
+        type=float,
+        help="average this share of the viseme head's posteriors rendered through the ground truth's "
+        "coarticulation model into the curves (needs --viseme-weight; default 0 = off; the render is the embedded "
+        "corpus's own truth generator, see teacher/render.py; reports/bench/teacher_render.txt)",
+    )
+    train.add_argument(
         "--closure-hinge",
         type=float,
         help="weight of the closure hinge: on ground-truth closure frames, pull mouthClose above the lip-closure "
@@ -170,6 +177,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = replace(config, viseme_weight=args.viseme_weight)
     if args.closure_hinge is not None:
         config = replace(config, closure_hinge_weight=args.closure_hinge)
+    if args.render_blend is not None:
+        if not 0 <= args.render_blend <= 1:
+            raise FacedistillError(f"--render-blend {args.render_blend}: must lie in [0, 1]")
+        if args.render_blend > 0 and config.viseme_weight <= 0:
+            raise FacedistillError("--render-blend needs the viseme head: add --viseme-weight W (e.g. 0.02)")
+        config = replace(config, model=replace(config.model, render_blend=args.render_blend))
     for key in ("gru_hidden", "conv_channels"):  # flag --gru-hidden -> TeacherConfig.gru_hidden, ...
         value = getattr(args, key)
         if value is not None:

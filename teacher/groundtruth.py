@@ -301,6 +301,41 @@ _EXTRAS = {
 }
 
 
+def _segment_visemes(phonemes: list) -> list[str]:
+    return [
+        p.viseme if getattr(p, "viseme", None) in VISEME_TARGETS else viseme_of(p.phoneme) for p in phonemes
+    ]
+
+
+def dominance_weights(
+    phonemes: list, times: np.ndarray, *, config: GroundTruthConfig = GroundTruthConfig()
+) -> np.ndarray:
+    """The coarticulation weights D_i(t) / sum_j D_j(t), float64 [len(times), len(phonemes)] (rows sum to 1).
+
+    ``phonemes`` as in :func:`curves_at_times`; curves are these weights times the segments' targets, clipped."""
+    times = np.asarray(times, dtype=np.float64)
+    starts = np.array([p.start for p in phonemes], dtype=np.float64) / SAMPLE_RATE
+    ends = np.array([p.end for p in phonemes], dtype=np.float64) / SAMPLE_RATE
+    doms = [config.dominance[v] for v in _segment_visemes(phonemes)]
+    alpha = np.array([d.alpha for d in doms])
+    theta = np.array([d.theta for d in doms])
+    plateau = np.array([d.plateau for d in doms]) * (ends - starts) / 2
+    centre = (starts + ends) / 2
+    dist = np.maximum(0.0, np.abs(times[:, None] - centre[None, :]) - plateau[None, :])
+    log_d = np.log(alpha)[None, :] - theta[None, :] * dist**config.exponent
+    log_d -= log_d.max(axis=1, keepdims=True)  # stable: only ratios of dominances matter
+    weight = np.exp(log_d)
+    return weight / weight.sum(axis=1, keepdims=True)
+
+
+def segment_targets(phonemes: list) -> np.ndarray:
+    """Each segment's target vector float64 [len(phonemes), 52]: its viseme's, plus the phoneme's extras."""
+    visemes = _segment_visemes(phonemes)
+    return np.stack(
+        [_TARGETS[v] + _EXTRAS.get(base_symbol(p.phoneme), 0.0) for v, p in zip(visemes, phonemes)]
+    )
+
+
 def curves_at_times(
     phonemes: list, times: np.ndarray, *, config: GroundTruthConfig = GroundTruthConfig()
 ) -> np.ndarray:
@@ -313,29 +348,11 @@ def curves_at_times(
     times = np.asarray(times, dtype=np.float64)
     if not phonemes:
         return np.zeros((len(times), len(ARKIT_52)), dtype=np.float32)
-    starts = np.array([p.start for p in phonemes], dtype=np.float64) / SAMPLE_RATE
-    ends = np.array([p.end for p in phonemes], dtype=np.float64) / SAMPLE_RATE
-    visemes = [
-        p.viseme if getattr(p, "viseme", None) in VISEME_TARGETS else viseme_of(p.phoneme) for p in phonemes
-    ]
-    doms = [config.dominance[v] for v in visemes]
-    alpha = np.array([d.alpha for d in doms])
-    theta = np.array([d.theta for d in doms])
-    half = (ends - starts) / 2
-    plateau = np.array([d.plateau for d in doms]) * half
-    centre = (starts + ends) / 2
-    targets = np.stack(
-        [_TARGETS[v] + _EXTRAS.get(base_symbol(p.phoneme), 0.0) for v, p in zip(visemes, phonemes)]
-    )  # [N, 52]
+    targets = segment_targets(phonemes)  # [N, 52]
     out = np.empty((len(times), len(ARKIT_52)), dtype=np.float32)
     chunk = 512  # frames per block keeps the [frames, segments] matrix small for long files
     for lo in range(0, len(times), chunk):
-        t = times[lo : lo + chunk, None]
-        dist = np.maximum(0.0, np.abs(t - centre[None, :]) - plateau[None, :])
-        log_d = np.log(alpha)[None, :] - theta[None, :] * dist**config.exponent
-        log_d -= log_d.max(axis=1, keepdims=True)  # stable: only ratios of dominances matter
-        weight = np.exp(log_d)
-        weight /= weight.sum(axis=1, keepdims=True)
+        weight = dominance_weights(phonemes, times[lo : lo + chunk], config=config)
         out[lo : lo + chunk] = np.clip(weight @ targets, 0.0, 1.0)
     return out
 

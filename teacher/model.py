@@ -31,6 +31,7 @@ from teacher.encoder import (
 from teacher.errors import FacedistillError
 from teacher.features import MEL_RATE, N_MELS, log_mel, to_frames
 from teacher.fsutil import atomic_path, sha256_file
+from teacher.render import blend_rendered
 
 FEATURE_KINDS = ("whisper", "logmel", "both")
 
@@ -51,10 +52,13 @@ class TeacherConfig:
     dropout: float = 0.3
     input_dropout: float = 0.2  # dropout on the normalised input features (feature-level regularisation)
     encoder_dim: int = ENCODER_DIM  # width of the encoder features (512 per Whisper layer read)
-    aux_classes: int = 0  # >0: a training-only head that classifies each frame's viseme (multi-task)
+    aux_classes: int = 0  # >0: a head that classifies each frame's viseme (multi-task; read by render_blend)
     # >1: that many decoders of this shape, trained from different seeds, whose curves are averaged (an ensemble;
     # reports/bench/teacher_ensemble.txt). Each member is a TeacherDecoder; the encoder features are shared.
     members: int = 1
+    # >0: the curves are (1 - render_blend) x regressed + render_blend x the viseme head's posteriors rendered
+    # through the ground truth's coarticulation model (teacher.render; needs aux_classes). Inference only.
+    render_blend: float = 0.0
     fps: int = DEFAULT_FPS
     channel_names: tuple[str, ...] = field(default=ARKIT_52)
     version: int = 1
@@ -75,6 +79,9 @@ class TeacherConfig:
             raise ValueError(msg)
         if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.input_dropout < 1.0):
             msg = "TeacherConfig: dropout and input_dropout must lie in [0, 1)"
+            raise ValueError(msg)
+        if not 0.0 <= self.render_blend <= 1.0:
+            msg = f"TeacherConfig.render_blend must lie in [0, 1], got {self.render_blend}"
             raise ValueError(msg)
         if not self.channel_names:
             msg = "TeacherConfig.channel_names is empty"
@@ -153,6 +160,14 @@ class TeacherEnsemble(nn.Module):
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return torch.stack([m(feats) for m in self.members]).mean(dim=0)
+
+    def forward_with_aux(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Mean curves and, with viseme heads, the log of the members' mean viseme posterior."""
+        outs = [m.forward_with_aux(feats) for m in self.members]
+        curves = torch.stack([c for c, _ in outs]).mean(dim=0)
+        if outs[0][1] is None:
+            return curves, None
+        return curves, torch.stack([a.softmax(-1) for _, a in outs]).mean(dim=0).log()
 
 
 def build_decoder(config: TeacherConfig) -> TeacherDecoder | TeacherEnsemble:
@@ -253,6 +268,9 @@ class Teacher:
         label_mean: np.ndarray | None = None,
     ):
         self.config = config
+        if config.render_blend > 0 and not config.aux_classes:
+            msg = "a teacher with render_blend > 0 needs the viseme head (train it with --viseme-weight)"
+            raise TeacherError(msg)
         self.label_mean = label_mean  # mean of the training labels: the predict-the-mean baseline
         self.decoder = decoder.eval()
         self.features = FeatureExtractor(config.features, config.fps, encoder_config=encoder_config)
@@ -303,7 +321,15 @@ class Teacher:
     def predict_batch(self, audios: list[np.ndarray]) -> list[np.ndarray]:
         """Curves [num_frames(n_i, fps), C] for each clip (features for the whole list are packed together)."""
         feats = self.features(audios)
-        return [self.decoder(torch.from_numpy(f)[None])[0].numpy() for f in feats]
+        blend = self.config.render_blend
+        if not blend:
+            return [self.decoder(torch.from_numpy(f)[None])[0].numpy() for f in feats]
+        out = []
+        for f in feats:
+            curves, logits = self.decoder.forward_with_aux(torch.from_numpy(f)[None])
+            posteriors = logits[0].softmax(-1).numpy()
+            out.append(blend_rendered(curves[0].numpy(), posteriors, self.fps, self.channel_names, blend))
+        return out
 
     def predict(self, audio: np.ndarray) -> np.ndarray:
         return self.predict_batch([audio])[0]

@@ -114,6 +114,9 @@ class TeacherTrainConfig:
         ):
             msg = "TeacherTrainConfig: augment_variants >= 0, lr > 0 and loss weights >= 0 are required"
             raise ValueError(msg)
+        if self.model.render_blend > 0 and self.viseme_weight <= 0:
+            msg = "TeacherTrainConfig: render_blend needs the viseme head (viseme_weight > 0)"
+            raise ValueError(msg)
         if min(self.time_masks, self.holdout_voices) < 0 or self.time_mask_frames < 1:
             msg = "TeacherTrainConfig: time_masks, holdout_voices >= 0 and time_mask_frames >= 1 are required"
             raise ValueError(msg)
@@ -127,7 +130,10 @@ class TeacherTrainConfig:
 
     def matches(self, saved: object) -> bool:
         """Whether ``saved`` (a config dict from a checkpoint) describes this config; keys added since it was
-        saved read as their defaults, so an upgrade that adds an option does not restart finished training."""
+        saved read as their defaults, so an upgrade that adds an option does not restart finished training.
+        ``model.render_blend`` only changes inference, so a checkpoint saved under another blend resumes."""
+        if isinstance(saved, dict) and isinstance(saved.get("model"), dict):
+            saved = {**saved, "model": {**saved["model"], "render_blend": self.model.render_blend}}
         return config_matches(self, saved, (KeyError, TypeError, ValueError))
 
     @classmethod

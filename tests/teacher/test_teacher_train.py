@@ -266,3 +266,25 @@ def test_cli_decoder_width_flags_reach_the_saved_config(tmp_path, capsys):
     assert teacher.decoder.gru.hidden_size == 12 and teacher.decoder.convs[0].out_channels == 10
     assert main([*argv, "--gru-hidden", "0"]) != 0
     assert "--gru-hidden 0: must be at least 1" in capsys.readouterr().err
+
+
+def test_cli_render_blend_needs_the_viseme_head_and_reaches_the_saved_config(tmp_path, capsys):
+    from compress.cli import main
+
+    make_dataset(tmp_path / "corpus" / "labeled", n_shards=1, per_shard=6, seed=0)
+    argv = ["teacher", "train", "--corpus", str(tmp_path / "corpus"), "--out", str(tmp_path / "t")]
+    argv += ["--features", "logmel", "--epochs", "1", "--augment-variants", "0", "--gru-hidden", "8"]
+    assert main([*argv, "--render-blend", "0.5"]) != 0
+    assert "--render-blend needs the viseme head" in capsys.readouterr().err
+    assert main([*argv, "--render-blend", "0.5", "--viseme-weight", "0.1"]) == 0
+    teacher = Teacher.load(tmp_path / "t")
+    assert teacher.config.render_blend == 0.5 and teacher.config.aux_classes > 0
+    assert teacher.predict(np.zeros(8000, np.float32)).shape == (15, 52)
+    capsys.readouterr()
+    # the blend is inference only: another blend on the finished folder resumes the same weights, retrains nothing
+    assert main([*argv, "--render-blend", "0.25", "--viseme-weight", "0.1"]) == 0
+    assert "at epoch 1" in capsys.readouterr().err
+    again = Teacher.load(tmp_path / "t")
+    assert again.config.render_blend == 0.25 and again.identity != teacher.identity
+    for key, value in teacher.decoder.state_dict().items():
+        assert torch.equal(value, again.decoder.state_dict()[key]), key

@@ -1,0 +1,133 @@
+"""A viseme-head teacher's curves blended with its posteriors rendered through the coarticulation model.
+
+    python bench/teacher_render.py --teacher DIR --test CORPUS/test [--feature-cache DIR] [--blends 0,0.25,0.5,...]
+        [--render-teacher DIR2]
+
+The teacher must have the auxiliary viseme head (``compress teacher train --viseme-weight W``). For each blend
+``b`` the very checkpoint is evaluated with ``TeacherConfig.render_blend = b`` through ``evaluate_teacher`` (the
+path ``compress teacher eval`` and ``compress label`` take): ``b = 0`` is the regressed curves, ``b = 1`` the
+rendered posteriors alone (teacher/render.py). Also printed: ``hard``, the render of the argmax viseme alone
+(one-hot posteriors), and the head's frame accuracy against the split's phoneme timings (held-back truth: the viseme
+of the phoneme under each frame's anchor, as the training targets are made). One line per variant: test MSE /
+predict-the-mean, lip closure, jitter ratio, then MSE / mean and lip closure by language.
+
+``--render-teacher DIR2`` takes the posteriors from another teacher (with the head) and the regressed curves from
+``--teacher`` (with or without one): e.g. the best regression teacher with a default-width viseme teacher. That
+pairing is not a checkpoint ``compress`` can save yet; the blend is computed here with the same function
+(``teacher.render.blend_rendered``) that ``Teacher.predict_batch`` applies.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from teacher.dataset import Dataset
+from teacher.metrics import evaluate
+from teacher.model import Teacher
+from teacher.render import blend_rendered, render_posteriors
+from teacher.train import evaluate_teacher, frame_visemes
+
+
+def line(name: str, m: dict, langs: list[str]) -> str:
+    by = [
+        f"{m['by_language'][g]['mse_ratio_to_mean']:.3f}/{m['by_language'][g]['lip_closure']:.2f}"
+        for g in langs
+    ]
+    head = f"{name:<10} {m['mse_ratio_to_mean']:>9.4f} {m['lip_closure']:>6.3f} {m['jitter_ratio']:>7.2f}   "
+    return head + "  ".join(f"{b:>11}" for b in by)
+
+
+def posteriors(teacher: Teacher, utts: list) -> list[np.ndarray]:
+    """The viseme head's per-frame posteriors [F, V] for each utterance."""
+    out = []
+    for s in range(0, len(utts), 32):
+        group = utts[s : s + 32]
+        for f in teacher.features([u.audio for u in group]):
+            with torch.no_grad():
+                _, logits = teacher.decoder.forward_with_aux(torch.from_numpy(f)[None])
+            out.append(logits[0].softmax(-1).numpy())
+    return out
+
+
+def metrics_by_language(preds: list[np.ndarray], utts: list, ds: Dataset, mean: np.ndarray | None) -> dict:
+    def metrics(keep: list[int]) -> dict:
+        return evaluate(
+            [preds[i] for i in keep], [utts[i].truth for i in keep], [utts[i].phonemes for i in keep],
+            channel_names=ds.channel_names, fps=ds.fps, mean_vector=mean,
+        )  # fmt: skip
+
+    out = metrics(list(range(len(utts))))
+    langs = sorted({str(u.meta.get("language", "?")) for u in utts})
+    out["by_language"] = {
+        g: metrics([i for i, u in enumerate(utts) if str(u.meta.get("language", "?")) == g]) for g in langs
+    }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--teacher", type=Path, required=True)
+    ap.add_argument("--test", type=Path, required=True, help="dataset folder with ground truth (CORPUS/test)")
+    ap.add_argument("--feature-cache", type=Path, default=None)
+    ap.add_argument("--blends", default="0,0.25,0.5,0.75,1")
+    ap.add_argument(
+        "--render-teacher",
+        type=Path,
+        help="take the viseme posteriors from this teacher and the regressed curves from --teacher (which then "
+        "needs no viseme head); the blend is computed here, as Teacher.predict_batch computes it",
+    )
+    args = ap.parse_args()
+    base = Teacher.load(args.teacher)
+    source = Teacher.load(args.render_teacher) if args.render_teacher else base
+    if not source.config.aux_classes:
+        raise SystemExit(
+            f"{args.render_teacher or args.teacher}: no viseme head (train it with --viseme-weight W)"
+        )
+    ds = Dataset(args.test)
+    for t in (base, source):
+        t.features.cache_dir = args.feature_cache
+    utts = [u for u in ds if u.truth is not None]
+    idx = [base.channel_names.index(c) for c in ds.channel_names]
+    mean = base.label_mean[idx] if base.label_mean is not None else None
+    posts = [p[: len(u.truth)] for p, u in zip(posteriors(source, utts), utts)]
+    hits = sum(
+        int((p.argmax(1) == frame_visemes(u.phonemes, len(p), ds.fps)).sum()) for p, u in zip(posts, utts)
+    )
+    hard = [render_posteriors(np.eye(p.shape[1])[p.argmax(1)], ds.fps)[:, idx] for p in posts]
+    hard_m = metrics_by_language(hard, utts, ds, mean)
+    langs = sorted(hard_m["by_language"])
+    accuracy = hits / sum(len(p) for p in posts)
+    print(
+        f"{source.identity[:12]} ({args.render_teacher or args.teacher}): viseme head frame accuracy {accuracy:.3f}"
+    )
+    print(f"{'blend':<10} {'mse/mean':>9} {'lip':>6} {'jitter':>7}   " + "  ".join(f"{g:>11}" for g in langs))
+    regressed = None
+    if args.render_teacher:
+        regressed = []
+        for s in range(0, len(utts), 32):
+            regressed += base.predict_batch([u.audio for u in utts[s : s + 32]])
+    for b in (float(x) for x in args.blends.split(",")):
+        if regressed is None:  # one teacher: its own render blend, through evaluate_teacher
+            teacher = Teacher(
+                replace(base.config, render_blend=b), base.decoder, encoder_config=base.features.encoder_config,
+                identity=base.identity, label_mean=base.label_mean,
+            )  # fmt: skip
+            teacher.features.cache_dir = args.feature_cache
+            m = evaluate_teacher(teacher, args.test, by=("language",))
+        else:
+            preds = [
+                blend_rendered(r[: len(u.truth)], p, ds.fps, base.channel_names, b)[:, idx]
+                for r, p, u in zip(regressed, posts, utts)
+            ]
+            m = metrics_by_language(preds, utts, ds, mean)
+        print(line(f"{b:g}", m, langs), flush=True)
+    print(line("hard", hard_m, langs))
+
+
+if __name__ == "__main__":
+    main()
