@@ -1,15 +1,19 @@
 """Distil a student with "hints" from the big teacher: extra outputs regressed onto the teacher's hidden states.
 
     python bench/student_hints.py --run RUN --out OUT NAME SOURCE K WEIGHT [--seed S] [--steps N]
+        [--hint-teacher DIR] [--feature-cache DIR]
 
 SOURCE is what the extra outputs learn, per rig frame of every pseudo-labeled (and labeled) utterance:
 
 * ``gru``: the teacher decoder's BiGRU output (the representation its output layer reads),
 * ``whisper``: the decoder's normalised input (Whisper layers + log-mel, as ``teacher.model.FeatureExtractor``),
+* ``visemes``: the viseme posteriors of a teacher with the viseme head (``--hint-teacher``, trained with
+  ``compress teacher train --viseme-weight W``): phonetic classes, the representation a tiny model may lack;
 * ``none``: no hints (the control: the same training as ``compress distill`` for the preset).
 
-Each is reduced to its first K principal components (fit on the training frames), scaled to unit variance and
-squashed by a sigmoid (the student's outputs are sigmoids). The student gets K more output channels, trained with
+``gru`` and ``whisper`` are reduced to their first K principal components (fit on the training frames), scaled to
+unit variance and squashed by a sigmoid (the student's outputs are sigmoids); ``visemes`` are used as they are (K is
+ignored). The student gets K more output channels, trained with
 MSE x WEIGHT beside the usual curve loss (the hint channels take no part in the curve, velocity, closure or
 labeled losses; the labeled split's hints come from the same teacher); only the rig channels are evaluated, on RUN's
 test split. The preset's distill config is RUN's own (``RUN/students/PRESET/card.json``), RUN's stage-1 ``small``
@@ -41,7 +45,11 @@ from teacher.model import Teacher
 @torch.no_grad()
 def teacher_hidden(split: Split, teacher: Teacher, source: str) -> list[np.ndarray]:
     dec = teacher.decoder  # eval mode (Teacher.load): no dropout
-    read = dec.hidden if source == "gru" else dec.normalise
+    read = {
+        "gru": dec.hidden,
+        "whisper": dec.normalise,
+        "visemes": lambda f: dec.forward_with_aux(f)[1].softmax(-1),
+    }[source]
     out = []
     for i in range(0, len(split.audio), 16):
         out.extend(
@@ -50,14 +58,22 @@ def teacher_hidden(split: Split, teacher: Teacher, source: str) -> list[np.ndarr
     return out
 
 
-def hints_for(run: Path, out: Path, source: str, k: int, train: Split, labeled: Split, cache: Path | None):
+def hints_for(
+    teacher_dir: Path, out: Path, source: str, k: int, train: Split, labeled: Split, cache: Path | None
+):
     path = out / f"hints_{source}_{k}.npz"
     if path.is_file():
         z = np.load(path, allow_pickle=True)
         return list(z["train"]), list(z["labeled"])
-    teacher = Teacher.load(run / "teacher")
+    teacher = Teacher.load(teacher_dir)
     teacher.features.cache_dir = cache
+    if source == "visemes" and not teacher.config.aux_classes:
+        raise SystemExit(f"{teacher_dir}: no viseme head (give --hint-teacher a --viseme-weight teacher)")
     raw_t, raw_l = teacher_hidden(train, teacher, source), teacher_hidden(labeled, teacher, source)
+    if source == "visemes":
+        ht, hl = [h.astype(np.float32) for h in raw_t], [h.astype(np.float32) for h in raw_l]
+        np.savez(path, train=np.array(ht, dtype=object), labeled=np.array(hl, dtype=object))
+        return ht, hl
     frames = np.concatenate(raw_t)
     mu, sd = frames.mean(0), frames.std(0) + 1e-6
     z = (frames - mu) / sd
@@ -91,7 +107,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="default: the preset's steps in RUN")
     ap.add_argument("--feature-cache", type=Path, default=None, help="teacher feature cache (default: none)")
     ap.add_argument("name")
-    ap.add_argument("source", choices=("none", "gru", "whisper"))
+    ap.add_argument(
+        "--hint-teacher",
+        type=Path,
+        default=None,
+        help="teacher whose states are the hints (default RUN/teacher)",
+    )
+    ap.add_argument("source", choices=("none", "gru", "whisper", "visemes"))
     ap.add_argument("k", type=int)
     ap.add_argument("weight", type=float)
     args = ap.parse_args()
@@ -108,7 +130,8 @@ def main() -> None:
     mean_vector = train.target_mean()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.source != "none":
-        ht, hl = hints_for(args.run, args.out, args.source, args.k, train, labeled, args.feature_cache)
+        hint_teacher = args.hint_teacher or args.run / "teacher"
+        ht, hl = hints_for(hint_teacher, args.out, args.source, args.k, train, labeled, args.feature_cache)
         train, labeled = with_hints(train, ht), with_hints(labeled, hl)
 
     rig_loss, rig_weights = distill_module.curve_loss, distill_module.closure_weights
