@@ -13,8 +13,8 @@ predict-the-mean, lip closure, jitter ratio, then MSE / mean and lip closure by 
 
 ``--render-teacher DIR2`` takes the posteriors from another teacher (with the head) and the regressed curves from
 ``--teacher`` (with or without one): e.g. the best regression teacher with a default-width viseme teacher. That
-pairing is not a checkpoint ``compress`` can save yet; the blend is computed here with the same function
-(``teacher.render.blend_rendered``) that ``Teacher.predict_batch`` applies.
+blend is computed here with the same function (``teacher.render.blend_rendered``) that ``Teacher.predict_batch``
+applies; ``bench/teacher_merge.py --render-from`` saves such a pair as one teacher checkpoint.
 """
 
 from __future__ import annotations

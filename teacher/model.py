@@ -175,6 +175,32 @@ def build_decoder(config: TeacherConfig) -> TeacherDecoder | TeacherEnsemble:
     return TeacherDecoder(config) if config.members == 1 else TeacherEnsemble(config)
 
 
+def attach_render(ckpt: dict, render_ckpt: dict, blend: float) -> dict:
+    """A teacher checkpoint whose curves are ``ckpt``'s decoder's, blended (``blend``) with the viseme posteriors of
+    ``render_ckpt``'s decoder rendered by ``teacher.render``: the best regression teacher need not carry the viseme
+    head itself (the head cost a self-trained wide decoder 15 %, reports/bench/teacher_render.txt). Both must read the
+    same features from the same encoder at the same frame rate, and ``render_ckpt``'s decoder must have the head."""
+    config = TeacherConfig.from_dict(ckpt["config"])
+    render = TeacherConfig.from_dict(render_ckpt["config"])
+    if not render.aux_classes:
+        raise TeacherError("the render teacher has no viseme head (train it with --viseme-weight)")
+    mismatch = [
+        k
+        for k in ("features", "encoder_dim", "fps", "channel_names")
+        if getattr(config, k) != getattr(render, k)
+    ]
+    if mismatch or ckpt["encoder"] != render_ckpt["encoder"]:
+        msg = f"the render teacher reads other inputs or writes other curves ({', '.join(mismatch) or 'encoder'})"
+        raise TeacherError(msg)
+    if not 0 < blend <= 1:
+        raise TeacherError(f"render blend {blend}: must lie in (0, 1]")
+    return {
+        **ckpt,
+        "config": replace(config, render_blend=blend).to_dict(),
+        "render": {"config": render.to_dict(), "state_dict": render_ckpt["state_dict"]},
+    }
+
+
 def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -266,9 +292,14 @@ class Teacher:
         encoder_config: EncoderConfig = DEFAULT_ENCODER,
         identity: str = "untrained",
         label_mean: np.ndarray | None = None,
+        render_decoder: TeacherDecoder | TeacherEnsemble | None = None,
     ):
         self.config = config
-        if config.render_blend > 0 and not config.aux_classes:
+        # where the render blend reads viseme posteriors: a second decoder carried in the checkpoint (attach_render),
+        # else this decoder's own head
+        self.render_decoder = render_decoder.eval() if render_decoder is not None else None
+        heads = render_decoder.config.aux_classes if render_decoder is not None else config.aux_classes
+        if config.render_blend > 0 and not heads:
             msg = "a teacher with render_blend > 0 needs the viseme head (train it with --viseme-weight)"
             raise TeacherError(msg)
         self.label_mean = label_mean  # mean of the training labels: the predict-the-mean baseline
@@ -301,18 +332,25 @@ class Teacher:
             mean = ckpt.get("label_mean")
             if config.features != "logmel" and enc.dim != config.encoder_dim:
                 raise ValueError(f"encoder gives {enc.dim}-d features, decoder expects {config.encoder_dim}")
+            render = None
+            if "render" in ckpt:
+                render = build_decoder(TeacherConfig.from_dict(ckpt["render"]["config"]))
+                render.load_state_dict(ckpt["render"]["state_dict"])
         except (RuntimeError, KeyError, TypeError, ValueError) as exc:
             msg = f"{path}: not a usable teacher checkpoint ({str(exc).splitlines()[0]})"
             raise TeacherError(msg) from None
         label_mean = None if mean is None else mean.numpy()
-        return cls(config, decoder, encoder_config=enc, identity=sha256_file(path), label_mean=label_mean)
+        return cls(
+            config, decoder, encoder_config=enc, identity=sha256_file(path), label_mean=label_mean,
+            render_decoder=render,
+        )  # fmt: skip
 
     def size(self) -> dict:
         """Decoder params/bytes, plus the frozen encoder's when Whisper features are used."""
-        out = {
-            "decoder_params": count_params(self.decoder),
-            "decoder_bytes_fp32": 4 * count_params(self.decoder),
-        }
+        params = count_params(self.decoder)
+        if self.render_decoder is not None:
+            params += count_params(self.render_decoder)
+        out = {"decoder_params": params, "decoder_bytes_fp32": 4 * params}
         if self.config.features != "logmel":
             out.update(self.features.encoder.size())
         return out
@@ -326,7 +364,11 @@ class Teacher:
             return [self.decoder(torch.from_numpy(f)[None])[0].numpy() for f in feats]
         out = []
         for f in feats:
-            curves, logits = self.decoder.forward_with_aux(torch.from_numpy(f)[None])
+            x = torch.from_numpy(f)[None]
+            if self.render_decoder is None:
+                curves, logits = self.decoder.forward_with_aux(x)
+            else:
+                curves, logits = self.decoder(x), self.render_decoder.forward_with_aux(x)[1]
             posteriors = logits[0].softmax(-1).numpy()
             out.append(blend_rendered(curves[0].numpy(), posteriors, self.fps, self.channel_names, blend))
         return out

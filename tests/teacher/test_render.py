@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from teacher.constants import ARKIT_52, SAMPLE_RATE, frame_anchors
+from teacher.encoder import EncoderConfig
 from teacher.groundtruth import VISEMES, curves_at_times, segment_targets
 from teacher.model import Teacher, TeacherConfig, TeacherEnsemble, TeacherError, build_decoder
 from teacher.render import render_posteriors, viseme_segments
@@ -98,3 +99,44 @@ def test_an_ensembles_viseme_posterior_is_the_members_mean():
         parts = [m.forward_with_aux(feats) for m in ens.members]
     torch.testing.assert_close(curves, (parts[0][0] + parts[1][0]) / 2)
     torch.testing.assert_close(log_post.exp(), (parts[0][1].softmax(-1) + parts[1][1].softmax(-1)) / 2)
+
+
+def _ckpt(config: TeacherConfig, seed: int) -> dict:
+    torch.manual_seed(seed)
+    decoder = build_decoder(config)
+    return {
+        "config": config.to_dict(),
+        "state_dict": decoder.state_dict(),
+        "encoder": EncoderConfig().to_dict(),
+    }
+
+
+def test_a_render_teacher_attached_to_another_decoder(tmp_path):
+    """attach_render: the curves of one decoder (no viseme head needed) blended with another's render, saved in one
+    checkpoint that Teacher.load reads back; mismatched inputs and a render teacher without a head are refused."""
+    from teacher.model import attach_render
+
+    small = {"features": "logmel", "conv_channels": 8, "gru_layers": 1}
+    plain = _ckpt(TeacherConfig(gru_hidden=8, **small), 0)
+    viseme = _ckpt(TeacherConfig(gru_hidden=6, aux_classes=len(VISEMES), **small), 1)
+    both = attach_render(plain, viseme, 0.4)
+    torch.save(both, tmp_path / "teacher.pt")
+    teacher = Teacher.load(tmp_path)
+    assert teacher.config.render_blend == 0.4 and teacher.render_decoder is not None
+    audio = np.random.default_rng(2).normal(0, 0.1, 12000).astype(np.float32)
+    feats = torch.from_numpy(teacher.features([audio])[0])[None]
+    with torch.no_grad():
+        curves = teacher.decoder(feats)[0].numpy()
+        post = teacher.render_decoder.forward_with_aux(feats)[1][0].softmax(-1).numpy()
+    np.testing.assert_allclose(
+        teacher.predict(audio), 0.6 * curves + 0.4 * render_posteriors(post, FPS), atol=1e-6
+    )
+    alone = Teacher(TeacherConfig(gru_hidden=8, **small), teacher.decoder)
+    assert teacher.size()["decoder_params"] > alone.size()["decoder_params"]
+    with pytest.raises(TeacherError, match="no viseme head"):
+        attach_render(viseme, plain, 0.4)
+    other = {**viseme, "config": {**viseme["config"], "fps": 60}}
+    with pytest.raises(TeacherError, match="fps"):
+        attach_render(plain, other, 0.4)
+    with pytest.raises(TeacherError, match="render blend"):
+        attach_render(plain, viseme, 0.0)
