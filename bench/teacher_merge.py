@@ -28,8 +28,14 @@ from teacher.model import Teacher, TeacherConfig, TeacherError, attach_render
 from teacher.train import evaluate_teacher, format_groups
 
 
+def load(path: Path) -> dict:
+    if not (path / "teacher.pt").is_file():
+        raise SystemExit(f"{path}: no teacher.pt here")
+    return torch.load(path / "teacher.pt", map_location="cpu", weights_only=True)
+
+
 def merge(paths: list[Path]) -> dict:
-    ckpts = [torch.load(p / "teacher.pt", map_location="cpu", weights_only=True) for p in paths]
+    ckpts = [load(p) for p in paths]
     if len(ckpts) == 1:
         return ckpts[0]
     config = TeacherConfig.from_dict(ckpts[0]["config"])
@@ -56,7 +62,7 @@ def main() -> None:
     ckpt = merge(args.teachers)
     names = " + ".join(p.name for p in args.teachers)
     if args.render_from:
-        render = torch.load(args.render_from / "teacher.pt", map_location="cpu", weights_only=True)
+        render = load(args.render_from)
         try:
             ckpt = attach_render(ckpt, render, args.render_blend)
         except TeacherError as exc:
