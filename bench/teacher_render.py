@@ -12,9 +12,8 @@ of the phoneme under each frame's anchor, as the training targets are made). One
 predict-the-mean, lip closure, jitter ratio, then MSE / mean and lip closure by language.
 
 ``--render-teacher DIR2`` takes the posteriors from another teacher (with the head) and the regressed curves from
-``--teacher`` (with or without one): e.g. the best regression teacher with a default-width viseme teacher. That
-blend is computed here with the same function (``teacher.render.blend_rendered``) that ``Teacher.predict_batch``
-applies; ``bench/teacher_merge.py --render-from`` saves such a pair as one teacher checkpoint.
+``--teacher`` (with or without one): e.g. the best regression teacher with a default-width viseme teacher, evaluated
+as the teacher ``bench/teacher_merge.py --render-from`` saves (its decoder plus the render decoder).
 """
 
 from __future__ import annotations
@@ -27,10 +26,9 @@ import numpy as np
 import torch
 
 from teacher.dataset import Dataset
-from teacher.metrics import evaluate
 from teacher.model import Teacher
-from teacher.render import blend_rendered, render_posteriors
-from teacher.train import evaluate_teacher, frame_visemes
+from teacher.render import render_posteriors
+from teacher.train import evaluate_grouped, evaluate_teacher, frame_visemes
 
 
 def line(name: str, m: dict, langs: list[str]) -> str:
@@ -54,21 +52,6 @@ def posteriors(teacher: Teacher, utts: list) -> list[np.ndarray]:
     return out
 
 
-def metrics_by_language(preds: list[np.ndarray], utts: list, ds: Dataset, mean: np.ndarray | None) -> dict:
-    def metrics(keep: list[int]) -> dict:
-        return evaluate(
-            [preds[i] for i in keep], [utts[i].truth for i in keep], [utts[i].phonemes for i in keep],
-            channel_names=ds.channel_names, fps=ds.fps, mean_vector=mean,
-        )  # fmt: skip
-
-    out = metrics(list(range(len(utts))))
-    langs = sorted({str(u.meta.get("language", "?")) for u in utts})
-    out["by_language"] = {
-        g: metrics([i for i, u in enumerate(utts) if str(u.meta.get("language", "?")) == g]) for g in langs
-    }
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", type=Path, required=True)
@@ -79,7 +62,7 @@ def main() -> None:
         "--render-teacher",
         type=Path,
         help="take the viseme posteriors from this teacher and the regressed curves from --teacher (which then "
-        "needs no viseme head); the blend is computed here, as Teacher.predict_batch computes it",
+        "needs no viseme head)",
     )
     args = ap.parse_args()
     base = Teacher.load(args.teacher)
@@ -92,6 +75,7 @@ def main() -> None:
     for t in (base, source):
         t.features.cache_dir = args.feature_cache
     utts = [u for u in ds if u.truth is not None]
+    truths = [u.truth for u in utts]
     idx = [base.channel_names.index(c) for c in ds.channel_names]
     mean = base.label_mean[idx] if base.label_mean is not None else None
     posts = [p[: len(u.truth)] for p, u in zip(posteriors(source, utts), utts)]
@@ -99,33 +83,21 @@ def main() -> None:
         int((p.argmax(1) == frame_visemes(u.phonemes, len(p), ds.fps)).sum()) for p, u in zip(posts, utts)
     )
     hard = [render_posteriors(np.eye(p.shape[1])[p.argmax(1)], ds.fps)[:, idx] for p in posts]
-    hard_m = metrics_by_language(hard, utts, ds, mean)
+    hard_m = evaluate_grouped(hard, truths, utts, ds, mean_vector=mean, by=("language",))
     langs = sorted(hard_m["by_language"])
     accuracy = hits / sum(len(p) for p in posts)
     print(
         f"{source.identity[:12]} ({args.render_teacher or args.teacher}): viseme head frame accuracy {accuracy:.3f}"
     )
     print(f"{'blend':<10} {'mse/mean':>9} {'lip':>6} {'jitter':>7}   " + "  ".join(f"{g:>11}" for g in langs))
-    regressed = None
-    if args.render_teacher:
-        regressed = []
-        for s in range(0, len(utts), 32):
-            regressed += base.predict_batch([u.audio for u in utts[s : s + 32]])
+    render = source.decoder if args.render_teacher else None
     for b in (float(x) for x in args.blends.split(",")):
-        if regressed is None:  # one teacher: its own render blend, through evaluate_teacher
-            teacher = Teacher(
-                replace(base.config, render_blend=b), base.decoder, encoder_config=base.features.encoder_config,
-                identity=base.identity, label_mean=base.label_mean,
-            )  # fmt: skip
-            teacher.features.cache_dir = args.feature_cache
-            m = evaluate_teacher(teacher, args.test, by=("language",))
-        else:
-            preds = [
-                blend_rendered(r[: len(u.truth)], p, ds.fps, base.channel_names, b)[:, idx]
-                for r, p, u in zip(regressed, posts, utts)
-            ]
-            m = metrics_by_language(preds, utts, ds, mean)
-        print(line(f"{b:g}", m, langs), flush=True)
+        teacher = Teacher(  # the very checkpoint with render_blend b (and --render-teacher's decoder riding along)
+            replace(base.config, render_blend=b), base.decoder, encoder_config=base.features.encoder_config,
+            identity=base.identity, label_mean=base.label_mean, render_decoder=render,
+        )  # fmt: skip
+        teacher.features.cache_dir = args.feature_cache
+        print(line(f"{b:g}", evaluate_teacher(teacher, args.test, by=("language",)), langs), flush=True)
     print(line("hard", hard_m, langs))
 
 

@@ -648,6 +648,20 @@ def evaluate_teacher(teacher: Teacher, dataset_dir: str | os.PathLike, *, by: tu
     idx = [teacher.channel_names.index(c) for c in ds.channel_names]
     preds = [p[:, idx] for p in preds]
     mean = teacher.label_mean[idx] if teacher.label_mean is not None else None
+    return evaluate_grouped(preds, truths, utts, ds, mean_vector=mean, by=by)
+
+
+def evaluate_grouped(
+    preds: list[np.ndarray],
+    truths: list[np.ndarray],
+    utts: list,
+    ds: Dataset,
+    *,
+    mean_vector: np.ndarray | None,
+    by: tuple[str, ...] = (),
+) -> dict:
+    """``teacher.metrics.evaluate`` of ``preds`` (in ``ds``'s channel order) against ``truths`` over ``utts`` of
+    ``ds``, plus ``by_<key>`` = {value: summary of that group's utterances} for each metadata key in ``by``."""
 
     def metrics_of(keep: list[int]) -> dict:
         return evaluate(
@@ -656,7 +670,7 @@ def evaluate_teacher(teacher: Teacher, dataset_dir: str | os.PathLike, *, by: tu
             [utts[i].phonemes for i in keep],
             channel_names=ds.channel_names,
             fps=ds.fps,
-            mean_vector=mean,
+            mean_vector=mean_vector,
         )
 
     out = metrics_of(list(range(len(utts))))
