@@ -61,33 +61,31 @@ def teacher_hidden(split: Split, teacher: Teacher, source: str) -> list[np.ndarr
 def hints_for(
     teacher_dir: Path, out: Path, source: str, k: int, train: Split, labeled: Split, cache: Path | None
 ):
-    path = out / f"hints_{source}_{k}.npz"
+    teacher = Teacher.load(teacher_dir)
+    path = out / f"hints_{source}_{k}_{teacher.identity[:12]}.npz"  # per teacher: --hint-teacher may change
     if path.is_file():
         z = np.load(path, allow_pickle=True)
         return list(z["train"]), list(z["labeled"])
-    teacher = Teacher.load(teacher_dir)
     teacher.features.cache_dir = cache
     if source == "visemes" and not teacher.config.aux_classes:
         raise SystemExit(f"{teacher_dir}: no viseme head (give --hint-teacher a --viseme-weight teacher)")
     raw_t, raw_l = teacher_hidden(train, teacher, source), teacher_hidden(labeled, teacher, source)
-    if source == "visemes":
+    if source == "visemes":  # posteriors, used as they are
         ht, hl = [h.astype(np.float32) for h in raw_t], [h.astype(np.float32) for h in raw_l]
-        np.savez(path, train=np.array(ht, dtype=object), labeled=np.array(hl, dtype=object))
-        return ht, hl
-    frames = np.concatenate(raw_t)
-    mu, sd = frames.mean(0), frames.std(0) + 1e-6
-    z = (frames - mu) / sd
-    _, s, vt = np.linalg.svd(z[::7], full_matrices=False)
-    proj = vt[:k].T
-    scale = (z @ proj).std(0)
-    print(
-        f"hints: {source} {frames.shape[1]}-d, first {k} components explain {(s[:k] ** 2).sum() / (s**2).sum():.2f}"
-    )
+    else:
+        frames = np.concatenate(raw_t)
+        mu, sd = frames.mean(0), frames.std(0) + 1e-6
+        z = (frames - mu) / sd
+        _, s, vt = np.linalg.svd(z[::7], full_matrices=False)
+        proj = vt[:k].T
+        scale = (z @ proj).std(0)
+        explained = (s[:k] ** 2).sum() / (s**2).sum()
+        print(f"hints: {source} {frames.shape[1]}-d, first {k} components explain {explained:.2f}")
 
-    def squash(h: np.ndarray) -> np.ndarray:
-        return (1 / (1 + np.exp(-(((h - mu) / sd) @ proj) / scale))).astype(np.float32)
+        def squash(h: np.ndarray) -> np.ndarray:
+            return (1 / (1 + np.exp(-(((h - mu) / sd) @ proj) / scale))).astype(np.float32)
 
-    ht, hl = [squash(h) for h in raw_t], [squash(h) for h in raw_l]
+        ht, hl = [squash(h) for h in raw_t], [squash(h) for h in raw_l]
     np.savez(path, train=np.array(ht, dtype=object), labeled=np.array(hl, dtype=object))
     return ht, hl
 
