@@ -7,6 +7,7 @@ from pathlib import Path
 
 from compress.cliargs import comma_list
 from compress.pipeline import RunConfig, run_pipeline
+from teacher.constants import SUPPORTED_FPS
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -19,6 +20,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         options["teacher_members"] = args.teacher_ensemble
     if args.self_train is not None:
         options["self_train_epochs"] = args.self_train
+    if args.teacher_fps is not None:
+        options["teacher_fps"] = args.teacher_fps
     run_pipeline(
         workdir,
         reports,
@@ -59,6 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="K",
         help="train the teacher as K decoders from different seeds and average them (default 1; see compress "
         "teacher train --ensemble)",
+    )
+    p.add_argument(
+        "--teacher-fps",
+        type=int,
+        choices=SUPPORTED_FPS,
+        help="frame rate of the teacher's decoder (default: the corpus's 30; 60 measured better, README §5; see "
+        "compress teacher train --fps)",
     )
     p.add_argument(
         "--self-train",

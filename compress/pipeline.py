@@ -36,7 +36,7 @@ from compress.stream_export import export_streaming
 from students.data import load_split
 from students.distill import DistillConfig, distill, resolve_device
 from students.model import load_student, save_student, saved_with
-from teacher.constants import frame_anchors
+from teacher.constants import SUPPORTED_FPS, frame_anchors
 from teacher.corpus import CorpusConfig, build_corpus
 from teacher.dataset import Dataset
 from teacher.errors import FacedistillError
@@ -67,6 +67,9 @@ class RunConfig:
     # labeled split plus the round-1 pseudo-labels, then relabels the unlabeled split; students distil from
     # round 2 (teacher2/, pseudo2/). 0 keeps round 1 (README §5; reports/bench/teacher_selftrain_layers246.txt).
     self_train_epochs: int = 0
+    # >0: the rate the teacher's decoder runs at (compress teacher train --fps; 0 = the corpus's 30 fps). Its
+    # curves are resampled to the corpus's rate for the pseudo-labels and the metrics.
+    teacher_fps: int = 0
     # small-mulaw (stage 2, from small's weights) is small reading mu-law audio: the full-int8 small (int8 input and
     # activations), which linear-audio small cannot be (README §8)
     presets: tuple[str, ...] = (
@@ -123,6 +126,9 @@ class RunConfig:
         ]
         if missing:
             msg = f"run config: presets {missing} are shipped/pruned/streamed/QAT-tuned but not distilled"
+            raise FacedistillError(msg)
+        if self.teacher_fps and self.teacher_fps not in SUPPORTED_FPS:
+            msg = f"run config: teacher_fps must be 0 (the corpus's rate) or one of {SUPPORTED_FPS}"
             raise FacedistillError(msg)
         if self.teacher_members < 1 or self.self_train_epochs < 0:
             msg = "run config: teacher_members must be >= 1 and self_train_epochs >= 0"
@@ -215,6 +221,8 @@ def run_pipeline(
         tconfig = replace(tconfig, epochs=config.teacher_epochs)
     if config.teacher_members > 1:
         tconfig = replace(tconfig, model=replace(tconfig.model, members=config.teacher_members))
+    if config.teacher_fps:
+        tconfig = tconfig.at_fps(config.teacher_fps)
     train_teacher(corpus / "labeled", teacher_dir, config=tconfig, eval_dir=corpus / "test")
     teacher = Teacher.load(teacher_dir)
     _done("teacher", t, timings)

@@ -31,8 +31,10 @@ from tqdm import tqdm
 
 from teacher.augment import AugmentConfig, apply_augment, draw_augment
 from teacher.constants import (
+    DEFAULT_FPS,
     LIP_CLOSURE_CHANNEL,
     LIP_CLOSURE_THRESHOLD,
+    SUPPORTED_FPS,
     frame_anchors,
     frame_times,
     num_frames,
@@ -92,6 +94,11 @@ class TeacherTrainConfig:
     seed: int = 0
     threads: int = 2
     cache_dir: str | None = None  # feature cache; default $FACEDISTILL_CACHE/features
+    # Rate the decoder runs at (0: the dataset's). 60 on a 30 fps corpus: features are averaged over 16.7 ms
+    # instead of 33 ms, training labels are recomputed from the phoneme timings at 60 fps (resampled when they
+    # are not procedural ground truth), and the curves are resampled to the dataset's rate wherever they are
+    # compared or written (``evaluate_teacher``, ``compress label``).
+    fps: int = 0
     version: int = 2
 
     def __post_init__(self):
@@ -117,9 +124,29 @@ class TeacherTrainConfig:
         if self.model.render_blend > 0 and self.viseme_weight <= 0:
             msg = "TeacherTrainConfig: render_blend needs the viseme head (viseme_weight > 0)"
             raise ValueError(msg)
+        if self.fps and self.fps not in SUPPORTED_FPS:
+            msg = (
+                f"TeacherTrainConfig: fps must be 0 (the dataset's) or one of {SUPPORTED_FPS}, got {self.fps}"
+            )
+            raise ValueError(msg)
         if min(self.time_masks, self.holdout_voices) < 0 or self.time_mask_frames < 1:
             msg = "TeacherTrainConfig: time_masks, holdout_voices >= 0 and time_mask_frames >= 1 are required"
             raise ValueError(msg)
+
+    def at_fps(self, fps: int) -> TeacherTrainConfig:
+        """This config with the decoder at ``fps`` (0: the dataset's rate), its frame-counted settings rescaled to
+        keep their length in seconds: the crop (``max_frames``) and the longest time mask (``time_mask_frames``)
+        scale with the rate, the velocity weight with its square (a frame-to-frame difference at twice the rate is
+        half as large, its squared error a quarter). The current values are taken to be set for ``self.fps``
+        (0 read as ``DEFAULT_FPS``, the embedded corpus's rate)."""
+        ratio = (fps or DEFAULT_FPS) / (self.fps or DEFAULT_FPS)
+        return replace(
+            self,
+            fps=fps,
+            max_frames=max(1, round(self.max_frames * ratio)),
+            time_mask_frames=max(1, round(self.time_mask_frames * ratio)),
+            velocity_weight=self.velocity_weight * ratio**2,
+        )
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -146,17 +173,22 @@ class TeacherTrainConfig:
 
 
 def augment_utterance(
-    u: Utterance, rng: np.random.Generator, config: TeacherTrainConfig, groundtruth: GroundTruthConfig | None
+    u: Utterance,
+    rng: np.random.Generator,
+    config: TeacherTrainConfig,
+    groundtruth: GroundTruthConfig | None,
+    labels: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list]:
     """An augmented copy of ``u`` (audio, labels, phonemes): noise, reverb, gain, band-limit, speed (pitch moves
     with it).
 
-    A speed change rescales the phoneme intervals; labels are then recomputed exactly from them when the
-    dataset's labels are the procedural ground truth (``groundtruth``), else time-warped by interpolation.
+    ``labels`` are ``u``'s labels at the decoder's rate (default ``u.labels``, when that is the dataset's). A speed
+    change rescales the phoneme intervals; labels are then recomputed exactly from them when the dataset's labels
+    are the procedural ground truth (``groundtruth``), else time-warped by interpolation.
     """
     spec = draw_augment(rng, config.augment)
     audio, phonemes = apply_augment(u.audio, u.phonemes, spec)
-    labels = u.labels.astype(np.float32)
+    labels = (u.labels if labels is None else labels).astype(np.float32)
     if len(audio) != len(u.audio):
         n = num_frames(len(audio), config.model.fps)
         if groundtruth is not None:
@@ -166,6 +198,18 @@ def augment_utterance(
             t_new = frame_times(n, config.model.fps) * len(u.audio) / len(audio)
             labels = np.stack([np.interp(t_new, t_old, c) for c in labels.T], axis=1)
     return audio, labels.astype(np.float32), phonemes
+
+
+def labels_at_fps(
+    u: Utterance, dataset_fps: int, fps: int, groundtruth: GroundTruthConfig | None
+) -> np.ndarray:
+    """``u``'s training labels at ``fps``: its own labels when that is the dataset's rate, else recomputed exactly
+    from its phoneme timings when they are the procedural ground truth (``groundtruth``), else resampled."""
+    if fps == dataset_fps:
+        return u.labels.astype(np.float32)
+    if groundtruth is not None:
+        return curves_from_phonemes(u.phonemes, len(u.audio), fps=fps, config=groundtruth).astype(np.float32)
+    return resample_curves(u.labels, dataset_fps, num_frames(len(u.audio), fps), fps)
 
 
 def closure_channel(channel_names: Sequence[str], hinge_weight: float) -> int | None:
@@ -483,7 +527,7 @@ def train_teacher(
     ds = Dataset(root)
     # what the data and the encoder dictate about the decoder's shape
     enc_dim = config.encoder.dim if config.model.features != "logmel" else config.model.encoder_dim
-    derived = {"channel_names": list(ds.channel_names), "fps": ds.fps, "encoder_dim": enc_dim,
+    derived = {"channel_names": list(ds.channel_names), "fps": config.fps or ds.fps, "encoder_dim": enc_dim,
                "aux_classes": len(VISEMES) if config.viseme_weight > 0 else 0}  # fmt: skip
     mdict = config.model.to_dict()
     if any(mdict[k] != v for k, v in derived.items()):
@@ -513,17 +557,20 @@ def train_teacher(
     )
     audios, labels, visemes = [], [], []
 
+    fps = config.model.fps
+
     def viseme_targets(i: int, phonemes: list, n: int) -> np.ndarray:
         # pseudo-labeled clips get none: their phoneme timings belong to the held-back ground truth
-        return frame_visemes(phonemes, n, ds.fps) if i < n_labeled and phonemes else np.full(n, -1, np.int64)
+        return frame_visemes(phonemes, n, fps) if i < n_labeled and phonemes else np.full(n, -1, np.int64)
 
     for i, u in enumerate(utts):
+        gt_i = groundtruth if i < n_labeled else None  # pseudo-labels are warped, never recomputed
+        y0 = labels_at_fps(u, ds.fps, fps, gt_i)
         audios.append(u.audio)
-        labels.append(u.labels.astype(np.float32))
-        visemes.append(viseme_targets(i, u.phonemes, len(u.labels)))
+        labels.append(y0)
+        visemes.append(viseme_targets(i, u.phonemes, len(y0)))
         for v in range(1, n_var):
-            gt_i = groundtruth if i < n_labeled else None  # pseudo-labels are warped, never recomputed
-            a, y, phs = augment_utterance(u, np.random.default_rng([config.seed, i, v]), config, gt_i)
+            a, y, phs = augment_utterance(u, np.random.default_rng([config.seed, i, v]), config, gt_i, y0)
             audios.append(a)
             labels.append(y)
             visemes.append(viseme_targets(i, phs, len(y)))

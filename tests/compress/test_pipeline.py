@@ -11,6 +11,7 @@ import compress.pipeline as pipeline
 from compress.pipeline import RunConfig, run_pipeline
 from compress.report import teacher_folder
 from teacher.errors import FacedistillError
+from teacher.train import TeacherTrainConfig
 
 
 class _Stop(Exception):
@@ -94,12 +95,13 @@ def test_teacher_ensemble_and_self_training_reach_the_teacher_stages(tmp_path, m
     monkeypatch.setattr(pipeline, "evaluate_teacher", lambda teacher, split: {})
     monkeypatch.setattr(pipeline, "_pseudo_label_quality", lambda pseudo, teacher: {})
     monkeypatch.setattr(pipeline, "distill", distill)
-    config = RunConfig.quick_config(teacher_members=3, self_train_epochs=4)
+    config = RunConfig.quick_config(teacher_members=3, self_train_epochs=4, teacher_fps=60)
     with pytest.raises(_Stop):
         run_pipeline(tmp_path, tmp_path / "reports", config=config)
     (r1, c1, p1), (r2, c2, p2) = calls["train"]
     assert (r1, p1, r2, Path(p2).name) == ("teacher", None, "teacher2", "pseudo")
     assert c1.model.members == c2.model.members == 3
+    assert c1.fps == c2.fps == 60 and c1.max_frames == 2 * TeacherTrainConfig().max_frames  # --teacher-fps
     assert (c2.epochs, c2.augment_variants) == (4, 1) and c1.epochs != 4
     assert calls["label"] == ["pseudo", "pseudo2"] and calls["distill"] == "pseudo2"
     assert (tmp_path / "teacher2" / "metrics.json").is_file()  # the evaluated teacher is round 2
@@ -111,5 +113,8 @@ def test_teacher_ensemble_and_self_training_reach_the_teacher_stages(tmp_path, m
         run_pipeline(plain, plain / "reports", config=RunConfig.quick_config())
     assert [r for r, _, _ in calls["train"]] == ["teacher"] and calls["label"] == ["pseudo"]
     assert calls["train"][0][1].model.members == 1 and teacher_folder(plain).name == "teacher"
+    assert calls["train"][0][1].fps == 0
+    with pytest.raises(FacedistillError, match="teacher_fps"):
+        RunConfig(teacher_fps=25)
     with pytest.raises(FacedistillError, match="teacher_members"):
         RunConfig(teacher_members=0)

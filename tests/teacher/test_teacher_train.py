@@ -141,9 +141,9 @@ def test_self_training_adds_pseudo_labels_without_ground_truth_leak(tmp_path, mo
     seen: dict[str, bool] = {}
     real_augment = train_mod.augment_utterance
 
-    def spy(u, rng, config, groundtruth):
+    def spy(u, rng, config, groundtruth, labels=None):
         seen[u.id] = groundtruth is not None
-        return real_augment(u, rng, config, groundtruth)
+        return real_augment(u, rng, config, groundtruth, labels)
 
     monkeypatch.setattr(train_mod, "augment_utterance", spy)
     cfg = _config(tmp_path, 2)
@@ -288,3 +288,48 @@ def test_cli_render_blend_needs_the_viseme_head_and_reaches_the_saved_config(tmp
     assert again.config.render_blend == 0.25 and again.identity != teacher.identity
     for key, value in teacher.decoder.state_dict().items():
         assert torch.equal(value, again.decoder.state_dict()[key]), key
+
+
+def test_at_fps_keeps_crop_masks_and_velocity_weight_in_seconds():
+    base = TeacherTrainConfig()
+    sixty = base.at_fps(60)
+    assert sixty.fps == 60 and sixty.max_frames == 2 * base.max_frames
+    assert sixty.time_mask_frames == 2 * base.time_mask_frames
+    assert sixty.velocity_weight == pytest.approx(4 * base.velocity_weight)
+    assert sixty.at_fps(30) == replace(base, fps=30) and base.at_fps(0) == base
+    with pytest.raises(ValueError, match="fps must be 0"):
+        TeacherTrainConfig(fps=25)
+
+
+def test_teacher_at_twice_the_corpus_rate_trains_on_exact_labels_and_is_evaluated_at_the_corpus_rate(
+    tmp_path, capsys
+):
+    from compress.cli import main
+    from teacher.constants import num_frames
+    from teacher.groundtruth import GroundTruthConfig, curves_from_phonemes
+
+    data = make_dataset(tmp_path / "corpus" / "labeled", n_shards=1, per_shard=6, seed=0)
+    make_dataset(tmp_path / "corpus" / "test", n_shards=1, per_shard=3, seed=1, split="test")
+    u = next(iter(Dataset(data)))
+    gt = GroundTruthConfig()
+    exact30 = curves_from_phonemes(u.phonemes, len(u.audio), fps=30, config=gt)
+    at60 = train_mod.labels_at_fps(replace(u, labels=exact30), 30, 60, gt)
+    assert at60.shape == (num_frames(len(u.audio), 60), 52) and exact30[:, 18].max() > 0.5  # mouthClose moves
+    # the 60 fps anchors of even frames are the 30 fps anchors: truth recomputed at 60 fps agrees there
+    np.testing.assert_allclose(at60[::2][: len(exact30)], exact30, atol=1e-6)
+    # labels that are not procedural truth are resampled: the same on the shared anchors
+    resampled = train_mod.labels_at_fps(u, 30, 60, None)
+    np.testing.assert_allclose(resampled[::2][: len(u.labels)], u.labels, atol=1e-6)
+
+    argv = ["teacher", "train", "--corpus", str(tmp_path / "corpus"), "--out", str(tmp_path / "t")]
+    argv += ["--features", "logmel", "--epochs", "1", "--augment-variants", "1", "--gru-hidden", "8"]
+    argv += ["--fps", "60"]
+    assert main(argv) == 0
+    teacher = Teacher.load(tmp_path / "t")
+    saved = json.loads((tmp_path / "t" / "teacher.json").read_text())
+    assert teacher.fps == 60 and saved["config"]["fps"] == 60 and saved["config"]["max_frames"] == 300
+    assert teacher.predict(np.zeros(8000, np.float32)).shape == (30, 52)
+    assert np.isfinite(saved["metrics"]["test"]["mse_ratio_to_mean"])  # compared with the 30 fps truth
+    with pytest.raises(SystemExit):
+        main([*argv[:-1], "25"])
+    assert "invalid choice: 25" in capsys.readouterr().err
