@@ -31,7 +31,7 @@ from teacher.dataset import Dataset
 from teacher.features import resample_curves
 from teacher.groundtruth import VISEMES
 from teacher.metrics import is_bilabial
-from teacher.model import Teacher
+from teacher.model import Teacher, default_feature_cache
 from teacher.render import _VISEME_TARGETS, render_posteriors
 from teacher.train import evaluate_grouped
 
@@ -40,10 +40,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", type=Path, required=True)
     ap.add_argument("--test", type=Path, required=True, help="dataset folder with ground truth (CORPUS/test)")
-    ap.add_argument("--feature-cache", type=Path, default=None)
+    ap.add_argument(
+        "--feature-cache", type=Path, default=None, help="feature cache (default $FACEDISTILL_CACHE/features)"
+    )
     args = ap.parse_args()
     teacher = Teacher.load(args.teacher)
-    teacher.features.cache_dir = args.feature_cache
+    teacher.features.cache_dir = (
+        args.feature_cache or default_feature_cache()
+    )  # features read twice: encode once
     head = teacher.render_decoder or teacher.decoder
     if not head.config.aux_classes:
         raise SystemExit(

@@ -26,17 +26,26 @@ import numpy as np
 import torch
 
 from teacher.dataset import Dataset
-from teacher.model import Teacher
+from teacher.model import Teacher, default_feature_cache
 from teacher.render import render_posteriors
 from teacher.train import evaluate_grouped, evaluate_teacher, frame_visemes
 
 
-def line(name: str, m: dict, langs: list[str]) -> str:
+def header(first: str, langs: list[str], width: int = 10) -> str:
+    """Column titles of ``line`` (also used by bench/teacher_tta.py)."""
+    return f"{first:<{width}} {'mse/mean':>9} {'lip':>6} {'jitter':>7}   " + "  ".join(
+        f"{g:>11}" for g in langs
+    )
+
+
+def line(name: str, m: dict, langs: list[str], width: int = 10) -> str:
+    """One variant's metrics (``evaluate_grouped`` with ``by=("language",)``): MSE / mean, lip closure, jitter, then
+    MSE / mean and lip closure per language."""
     by = [
         f"{m['by_language'][g]['mse_ratio_to_mean']:.3f}/{m['by_language'][g]['lip_closure']:.2f}"
         for g in langs
     ]
-    head = f"{name:<10} {m['mse_ratio_to_mean']:>9.4f} {m['lip_closure']:>6.3f} {m['jitter_ratio']:>7.2f}   "
+    head = f"{name:<{width}} {m['mse_ratio_to_mean']:>9.4f} {m['lip_closure']:>6.3f} {m['jitter_ratio']:>7.2f}   "
     return head + "  ".join(f"{b:>11}" for b in by)
 
 
@@ -56,7 +65,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", type=Path, required=True)
     ap.add_argument("--test", type=Path, required=True, help="dataset folder with ground truth (CORPUS/test)")
-    ap.add_argument("--feature-cache", type=Path, default=None)
+    ap.add_argument(
+        "--feature-cache", type=Path, default=None, help="feature cache (default $FACEDISTILL_CACHE/features)"
+    )
     ap.add_argument("--blends", default="0,0.25,0.5,0.75,1")
     ap.add_argument(
         "--render-teacher",
@@ -72,8 +83,9 @@ def main() -> None:
             f"{args.render_teacher or args.teacher}: no viseme head (train it with --viseme-weight W)"
         )
     ds = Dataset(args.test)
+    cache = args.feature_cache or default_feature_cache()  # every blend reads the same features: encode once
     for t in (base, source):
-        t.features.cache_dir = args.feature_cache
+        t.features.cache_dir = cache
     utts = [u for u in ds if u.truth is not None]
     truths = [u.truth for u in utts]
     idx = [base.channel_names.index(c) for c in ds.channel_names]
@@ -89,14 +101,14 @@ def main() -> None:
     print(
         f"{source.identity[:12]} ({args.render_teacher or args.teacher}): viseme head frame accuracy {accuracy:.3f}"
     )
-    print(f"{'blend':<10} {'mse/mean':>9} {'lip':>6} {'jitter':>7}   " + "  ".join(f"{g:>11}" for g in langs))
+    print(header("blend", langs))
     render = source.decoder if args.render_teacher else None
     for b in (float(x) for x in args.blends.split(",")):
         teacher = Teacher(  # the very checkpoint with render_blend b (and --render-teacher's decoder riding along)
             replace(base.config, render_blend=b), base.decoder, encoder_config=base.features.encoder_config,
             identity=base.identity, label_mean=base.label_mean, render_decoder=render,
         )  # fmt: skip
-        teacher.features.cache_dir = args.feature_cache
+        teacher.features.cache_dir = cache
         print(line(f"{b:g}", evaluate_teacher(teacher, args.test, by=("language",)), langs), flush=True)
     print(line("hard", hard_m, langs))
 

@@ -18,12 +18,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from teacher_render import header, line  # a sibling in bench/, where this script runs from
 
 from teacher.augment import change_speed
 from teacher.constants import LIP_CLOSURE_CHANNEL, frame_times
 from teacher.dataset import Dataset
 from teacher.model import Teacher
 from teacher.train import evaluate_grouped
+
+WIDTH = 26  # first column: the set of speeds
 
 
 def warp_back(curves: np.ndarray, speed: float, n_frames: int, fps: int, fps_to: int) -> np.ndarray:
@@ -48,15 +51,6 @@ def predict_at(
             group = [change_speed(a, [], speed)[0] for a in group]
         out.extend(teacher.predict_batch(group))
     return [warp_back(p, speed, n, teacher.fps, fps) for p, n in zip(out, n_frames)]
-
-
-def line(name: str, m: dict, langs: list[str]) -> str:
-    by = [
-        f"{m['by_language'][g]['mse_ratio_to_mean']:.3f}/{m['by_language'][g]['lip_closure']:.2f}"
-        for g in langs
-    ]
-    head = f"{name:<26} {m['mse_ratio_to_mean']:>9.4f} {m['lip_closure']:>6.3f} {m['jitter_ratio']:>7.2f}   "
-    return head + "  ".join(f"{b:>11}" for b in by)
 
 
 def main() -> None:
@@ -100,17 +94,14 @@ def main() -> None:
         m = evaluate_grouped(avg, truths, utts, ds, mean_vector=mean, by=("language",))
         if not langs:
             langs = sorted(m["by_language"])
-            print(
-                f"{'speeds':<26} {'mse/mean':>9} {'lip':>6} {'jitter':>7}   "
-                + "  ".join(f"{g:>11}" for g in langs)
-            )
-        print(line(",".join(f"{x:g}" for x in s), m, langs), flush=True)
+            print(header("speeds", langs, WIDTH))
+        print(line(",".join(f"{x:g}" for x in s), m, langs, WIDTH), flush=True)
         if args.closure_max and len(s) > 1:
             c = ds.channel_names.index(LIP_CLOSURE_CHANNEL)
             for i, a in enumerate(avg):
                 a[:, c] = np.max([preds[sp][i][:, c] for sp in s], axis=0)
             m = evaluate_grouped(avg, truths, utts, ds, mean_vector=mean, by=("language",))
-            print(line(",".join(f"{x:g}" for x in s) + " closure max", m, langs), flush=True)
+            print(line(",".join(f"{x:g}" for x in s) + " closure max", m, langs, WIDTH), flush=True)
 
 
 if __name__ == "__main__":
