@@ -172,7 +172,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         args.pseudo, args.out, config=config, labeled_dir=labeled, test_dir=test, device=args.device
     )
     for name, card in cards.items():
-        line = f"{name:<9} params {card['params']:>9,}  lookahead {card['lookahead_ms']:>5g} ms"
+        line = f"{name:<12} params {card['params']:>9,}  lookahead {card['lookahead_ms']:>5g} ms"
         metrics = card.get("test", {}).get("metrics")
         if metrics:
             line += f"  test mse/mean {metrics['mse_ratio_to_mean']:.3f}  lip closure {metrics['lip_closure']:.2f}"
@@ -188,15 +188,16 @@ def cmd_students(args: argparse.Namespace) -> int:
         json.dump(rows, sys.stdout, indent=2)
         print()
         return 0
+    w = max(len("preset"), *(len(r["name"]) for r in rows))
     print(
-        f"{'preset':<11} {'params':>10} {'fp32 bytes':>12} {'window ms':>10} {'past ms':>8} {'lookahead ms':>13}"
+        f"{'preset':<{w}} {'params':>10} {'fp32 bytes':>12} {'window ms':>10} {'past ms':>8} {'lookahead ms':>13}"
         "  input   frontend"
     )
     for r in rows:
         window_ms = samples_to_ms(r["window_samples"])
         fixed = f" ({r['fixed_params']:,} fixed params)" if r["fixed_params"] else ""
         print(
-            f"{r['name']:<11} {r['params']:>10,} {r['fp32_bytes']:>12,} {window_ms:>10g} {r['past_ms']:>8g} "
+            f"{r['name']:<{w}} {r['params']:>10,} {r['fp32_bytes']:>12,} {window_ms:>10g} {r['past_ms']:>8g} "
             f"{r['lookahead_ms']:>13g}  {r['input_encoding']:<7} {r['frontend']}{fixed}"
         )
     return 0

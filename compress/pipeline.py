@@ -77,18 +77,24 @@ class RunConfig:
         "tiny",
         "tiny-mel",
         "realtime",
+        "realtime-mel",
         "edge",
         "edge-mulaw",
+        "edge-mel",
         "causal",
+        "causal-mel",
         "small-mulaw",
     )
     ship: tuple[str, ...] = (
         "tiny",
         "tiny-mel",
         "realtime",
+        "realtime-mel",
         "edge",
         "edge-mulaw",
+        "edge-mel",
         "causal",
+        "causal-mel",
         "small",
         "small-mulaw",
     )  # exported as binaries
@@ -107,7 +113,7 @@ class RunConfig:
     # pseudo-labeled audio) is shipped as int8. In the stop-14 reference run (reports/summary.json) edge-mulaw's
     # int8 TFLite passed parity at 0.017 without QAT and 0.014 with it, each with frontend.1 kept float.
     qat: dict[str, int] = field(default_factory=lambda: {"edge-mulaw": 1000})
-    streaming: tuple[str, ...] = ("tiny", "realtime")
+    streaming: tuple[str, ...] = ("tiny", "realtime", "realtime-mel")
     budgets: tuple[str, ...] = ("paper-tiny", "mobile", "wearable")
     calib_windows: int = 512
     parity_windows: int = 64
@@ -145,8 +151,11 @@ class RunConfig:
     def quick_config(cls, **overrides: Any) -> RunConfig:
         """Toy sizes: every stage runs, fewer binaries are shipped (the export/convert step dominates)."""
         full = cls()
-        # small-mulaw is the full run's full-int8 small; at toy size it would only add small's cost again
-        presets = tuple(p for p in full.presets if p != "small-mulaw")
+        # small-mulaw is the full run's full-int8 small and the *-mel presets other than tiny-mel are tiny-mel's
+        # frontend at other windows: at toy size they would only add small's and tiny-mel's cost again
+        presets = tuple(
+            p for p in full.presets if p not in ("small-mulaw", "realtime-mel", "edge-mel", "causal-mel")
+        )
         return cls(
             **{
                 "quick": True,

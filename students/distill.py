@@ -76,6 +76,10 @@ DEFAULT_STEPS = {
     "edge": 4000,
     "edge-mulaw": 4000,
     "tiny-mel": 4000,
+    # the log-mel presets at other windows get tiny-mel's steps (reports/bench/mel_presets.txt)
+    "realtime-mel": 4000,
+    "edge-mel": 4000,
+    "causal-mel": 4000,
     "causal": 4000,
     # warm-started from the trained small (in `compress run` since stop 28, not in DistillConfig's own default
     # presets). 600 steps left it 9 % above linear small's test MSE; 2 400 closed the gap (stop 23, README §8)
@@ -92,7 +96,18 @@ class DistillConfig:
     """Everything that decides a distillation run; saved with every checkpoint and card."""
 
     version: int = DISTILL_VERSION
-    presets: tuple[str, ...] = ("small", "tiny", "tiny-mel", "realtime", "edge", "edge-mulaw", "causal")
+    presets: tuple[str, ...] = (
+        "small",
+        "tiny",
+        "tiny-mel",
+        "realtime",
+        "realtime-mel",
+        "edge",
+        "edge-mulaw",
+        "edge-mel",
+        "causal",
+        "causal-mel",
+    )
     stage1: str = "small"  # trained on pseudo-labels alone, then the frozen second teacher
     steps: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_STEPS))
     default_steps: int = 600  # for presets missing from ``steps``

@@ -251,6 +251,16 @@ _EDGE = StudentConfig(
     head_bottleneck=16,  # as tiny: 0.560 -> 0.552 x mean (reference runs) with 43 k instead of 48 k params
     head_hidden=(40,),
 )
+_TINY_MEL = replace(
+    _SMALL,
+    name="tiny-mel",
+    frontend="logmel",
+    strides=(1,),
+    frontend_channels=(64,),
+    context_channels=_scaled(_SMALL.context_channels, 0.25),
+    head_bottleneck=32,
+    head_hidden=_scaled(_SMALL.head_hidden, 0.5),
+)
 PRESETS: dict[str, StudentConfig] = {
     "small": _SMALL,
     # small's conv widths x 0.25; small's head scaled the same way (20 hidden units on 64 channels x 122 positions)
@@ -279,16 +289,28 @@ PRESETS: dict[str, StudentConfig] = {
     "small-mulaw": replace(_SMALL, name="small-mulaw", input_encoding="mulaw"),
     # tiny's widths behind a fixed log-mel filterbank (16 ms Hamming window, hop 4 ms, 64 bands) instead of the raw-
     # waveform convs: the "log-mel front end computed by fixed convolutions", to compare with the paper's tiny
-    "tiny-mel": replace(
-        _SMALL,
-        name="tiny-mel",
-        frontend="logmel",
-        strides=(1,),
-        frontend_channels=(64,),
-        context_channels=_scaled(_SMALL.context_channels, 0.25),
-        head_bottleneck=32,
-        head_hidden=_scaled(_SMALL.head_hidden, 0.5),
+    "tiny-mel": _TINY_MEL,
+    # ours: tiny-mel's layers at realtime's window (448 ms past / 64 ms future + the 3-frame smoothing = 80 ms), the
+    # real-time student with the log-mel front end: a fifth of realtime's parameters
+    # (reports/bench/mel_presets.txt measures it against realtime)
+    "realtime-mel": replace(_TINY_MEL, name="realtime-mel", past_ms=448.0, future_ms=64.0, smoothing=True),
+    # ours: edge's window and budget (<= 50 k params, 32 ms) behind a smaller log-mel filterbank (8 ms window, 32
+    # bands: 18 720 fixed params instead of 74 304) and 48-channel convs, 31 160 trained params
+    "edge-mel": replace(
+        _TINY_MEL,
+        name="edge-mel",
+        past_ms=192.0,
+        future_ms=32.0,
+        logmel_ms=8.0,
+        logmel_bands=32,
+        frontend_channels=(48,),
+        context_channels=(48, 48),
+        context_dilations=(2, 4),
+        head_bottleneck=16,
+        head_hidden=(20,),
     ),
+    # ours: tiny-mel with no future audio at all
+    "causal-mel": replace(_TINY_MEL, name="causal-mel", future_ms=0.0),
     "causal": StudentConfig(
         name="causal",
         past_ms=320.0,

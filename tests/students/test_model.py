@@ -108,6 +108,10 @@ def test_lookahead_is_derived_from_layers() -> None:
     assert _model("causal").lookahead_ms == 0.0
     assert _model("realtime").lookahead_ms == 64.0 + 16.0  # 64 ms of audio + one 16 ms smoothing step
     assert _model("edge").lookahead_ms <= 32.0 and count_params(_model("edge")) <= 50_000
+    # edge-mel's fixed filterbank counts: its weights ship in every binary
+    assert _model("edge-mel").lookahead_ms <= 32.0 and count_params(_model("edge-mel")) <= 50_000
+    assert _model("causal-mel").lookahead_ms == 0.0
+    assert _model("realtime-mel").lookahead_ms == _model("realtime").lookahead_ms
     assert 2.5e6 < count_params(_model("small")) < 3.5e6
     cfg = preset("tiny", future_ms=32.0)
     assert Student(cfg).window_samples == ms_to_samples(cfg.past_ms + cfg.future_ms)

@@ -35,6 +35,10 @@ CASES = {
     "edge-mulaw": {"input_encoding": "mulaw"},  # companded input: the stream compands each block
     # fixed log-mel frontend: its 16 ms window reaches 192 samples into the previous block (the audio_tail state)
     "tiny-mel": {"frontend_channels": (16,), "context_channels": (16, 16), "head_hidden": (8,)},
+    # the same frontend with realtime's window and its 3-frame smoothing
+    "realtime-mel": {"frontend_channels": (16,), "context_channels": (16, 16), "head_hidden": (8,)},
+    "edge-mel": {},  # an 8 ms filterbank window: one cell of audio tail
+    "causal-mel": {"frontend_channels": (16,), "context_channels": (16, 16), "head_hidden": (8,)},
 }
 
 
