@@ -27,23 +27,27 @@ Every number about time (receptive field, lookahead, window length) is *derived*
 
 Presets (random init; ``compress students`` prints the same table, measured from the code):
 
-==========  ==========  ============  ==========  ================================================================
-preset      params      fp32 bytes    lookahead   notes
-==========  ==========  ============  ==========  ================================================================
-small       3 061 124   12 244 496    256 ms      stage-1 student of the paper: 256 ms past / 256 ms future
-tiny        195 532     782 128       256 ms      ``small``'s convs with 75 % fewer channels; same budget re-spent in
-                                                  the head: 32-channel bottleneck, 40 hidden units (see PRESETS)
-realtime    1 203 652   4 814 608     80 ms       448 ms past / 64 ms future + 16 ms smoothing (3-frame ensemble);
-                                                  small's convs, head reads a 64-channel linear bottleneck
-edge        43 356      173 424       32 ms       ours: <= 50 k params, 192 ms past / 32 ms future; bottleneck 16
-edge-mulaw  43 356      173 424       32 ms       ours: edge reading mu-law companded audio, so it quantizes to full
-                                                  int8 (int8 activations too); see bench/bench_mulaw.py
-small-mulaw 3 061 124   12 244 496    256 ms      ours: small reading mu-law audio (full int8 small); stage 2, starts
-                                                  from small's weights
-tiny-mel    259 740     1 038 960     256 ms      tiny's widths behind the fixed log-mel filterbank (74 304 of the
-                                                  params are its fixed DFT and mel filters; 185 436 are trained)
-causal      153 460     613 840       0 ms        ours: 320 ms past, no future audio at all; bottleneck 32
-==========  ==========  ============  ==========  ================================================================
+============  ==========  ============  ==========  ================================================================
+preset        params      fp32 bytes    lookahead   notes
+============  ==========  ============  ==========  ================================================================
+small         3 061 124   12 244 496    256 ms      stage-1 student of the paper: 256 ms past / 256 ms future
+tiny          195 532     782 128       256 ms      ``small``'s convs with 75 % fewer channels; same budget re-spent in
+                                                    the head: 32-channel bottleneck, 40 hidden units (see PRESETS)
+realtime      1 203 652   4 814 608     80 ms       448 ms past / 64 ms future + 16 ms smoothing (3-frame ensemble);
+                                                    small's convs, head reads a 64-channel linear bottleneck
+edge          43 356      173 424       32 ms       ours: <= 50 k params, 192 ms past / 32 ms future; bottleneck 16
+edge-mulaw    43 356      173 424       32 ms       ours: edge reading mu-law companded audio, so it quantizes to full
+                                                    int8 (int8 activations too); see bench/bench_mulaw.py
+small-mulaw   3 061 124   12 244 496    256 ms      ours: small reading mu-law audio (full int8 small); stage 2, starts
+                                                    from small's weights
+tiny-mel      259 740     1 038 960     256 ms      tiny's widths behind the fixed log-mel filterbank (74 304 of the
+                                                    params are its fixed DFT and mel filters; 185 436 are trained)
+realtime-mel  259 740     1 038 960     80 ms       ours: tiny-mel at realtime's window (448 / 64 ms + smoothing)
+edge-mel      49 880      199 520       32 ms       ours: edge's budget (<= 50 k params, the filterbank's 18 720 counted)
+                                                    with an 8 ms / 32-band log-mel filterbank and 48-channel convs
+causal-mel    177 820     711 280       0 ms        ours: tiny-mel with no future audio (256 ms past)
+causal        153 460     613 840       0 ms        ours: 320 ms past, no future audio at all; bottleneck 32
+============  ==========  ============  ==========  ================================================================
 """
 
 from __future__ import annotations
