@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "split, distil the student presets (pseudo-labels + ground truth; stage 1 `small` seeds stage 2), prune/quantize/export "
         "ONNX and TFLite binaries (windowed and streaming) with parity checks, profile them against the "
         "device budgets and write the report. Every stage skips what is already done: rerun to resume. "
-        "The default run takes about 85 minutes on 2 CPU cores (reports/REPORT.md, Run table); --quick does the same at "
+        "The default run takes about 100 minutes on 2 CPU cores (reports/REPORT.md, Run table); --quick does the same at "
         "toy size.",
     )
     p.add_argument("--quick", action="store_true", help="toy sizes (a few minutes); work folder runs/quick")
