@@ -34,7 +34,7 @@ from compress.report import (
 )
 from compress.stream_export import export_streaming
 from students.data import load_split
-from students.distill import DistillConfig, distill, resolve_device
+from students.distill import DEFAULT_PRESETS, DistillConfig, distill, resolve_device
 from students.model import load_student, save_student, saved_with
 from teacher.constants import SUPPORTED_FPS, frame_anchors
 from teacher.corpus import CorpusConfig, build_corpus
@@ -72,19 +72,7 @@ class RunConfig:
     teacher_fps: int = 0
     # small-mulaw (stage 2, from small's weights) is small reading mu-law audio: the full-int8 small (int8 input and
     # activations), which linear-audio small cannot be (README §8)
-    presets: tuple[str, ...] = (
-        "small",
-        "tiny",
-        "tiny-mel",
-        "realtime",
-        "realtime-mel",
-        "edge",
-        "edge-mulaw",
-        "edge-mel",
-        "causal",
-        "causal-mel",
-        "small-mulaw",
-    )
+    presets: tuple[str, ...] = (*DEFAULT_PRESETS, "small-mulaw")
     ship: tuple[str, ...] = (
         "tiny",
         "tiny-mel",

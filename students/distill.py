@@ -87,6 +87,21 @@ DEFAULT_STEPS = {
 }
 
 
+# what `compress distill` trains by default (`compress run` adds small-mulaw)
+DEFAULT_PRESETS = (
+    "small",
+    "tiny",
+    "tiny-mel",
+    "realtime",
+    "realtime-mel",
+    "edge",
+    "edge-mulaw",
+    "edge-mel",
+    "causal",
+    "causal-mel",
+)
+
+
 class DistillError(FacedistillError, ValueError):
     """A distillation that cannot run as configured (missing inputs, a stale checkpoint, bad settings)."""
 
@@ -96,18 +111,7 @@ class DistillConfig:
     """Everything that decides a distillation run; saved with every checkpoint and card."""
 
     version: int = DISTILL_VERSION
-    presets: tuple[str, ...] = (
-        "small",
-        "tiny",
-        "tiny-mel",
-        "realtime",
-        "realtime-mel",
-        "edge",
-        "edge-mulaw",
-        "edge-mel",
-        "causal",
-        "causal-mel",
-    )
+    presets: tuple[str, ...] = DEFAULT_PRESETS
     stage1: str = "small"  # trained on pseudo-labels alone, then the frozen second teacher
     steps: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_STEPS))
     default_steps: int = 600  # for presets missing from ``steps``
