@@ -20,34 +20,29 @@ of their peak closure and their durations.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import scipy.ndimage
 import torch
+
+# a sibling in bench/, where this script runs from
+from teacher_render import cache_features, teacher_arguments
 
 from teacher.constants import ARKIT_52, LIP_CLOSURE_CHANNEL, LIP_CLOSURE_THRESHOLD, SAMPLE_RATE, frame_anchors
 from teacher.dataset import Dataset
 from teacher.features import resample_curves
 from teacher.groundtruth import VISEMES
 from teacher.metrics import is_bilabial
-from teacher.model import Teacher, default_feature_cache
+from teacher.model import Teacher
 from teacher.render import _VISEME_TARGETS, render_posteriors
 from teacher.train import evaluate_grouped
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--teacher", type=Path, required=True)
-    ap.add_argument("--test", type=Path, required=True, help="dataset folder with ground truth (CORPUS/test)")
-    ap.add_argument(
-        "--feature-cache", type=Path, default=None, help="feature cache (default $FACEDISTILL_CACHE/features)"
-    )
+    teacher_arguments(ap)
     args = ap.parse_args()
-    teacher = Teacher.load(args.teacher)
-    teacher.features.cache_dir = (
-        args.feature_cache or default_feature_cache()
-    )  # features read twice: encode once
+    teacher = cache_features(Teacher.load(args.teacher), args)  # curves and posteriors read the same features
     head = teacher.render_decoder or teacher.decoder
     if not head.config.aux_classes:
         raise SystemExit(

@@ -61,13 +61,25 @@ def posteriors(teacher: Teacher, utts: list) -> list[np.ndarray]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def teacher_arguments(ap: argparse.ArgumentParser) -> None:
+    """--teacher, --test and --feature-cache, as this script and teacher_closure_post.py take them."""
     ap.add_argument("--teacher", type=Path, required=True)
     ap.add_argument("--test", type=Path, required=True, help="dataset folder with ground truth (CORPUS/test)")
     ap.add_argument(
         "--feature-cache", type=Path, default=None, help="feature cache (default $FACEDISTILL_CACHE/features)"
     )
+
+
+def cache_features(teacher: Teacher, args: argparse.Namespace) -> Teacher:
+    """Let ``teacher`` read and write the feature cache (``--feature-cache`` or the default one): a script that reads
+    the same clip's features more than once encodes it once."""
+    teacher.features.cache_dir = args.feature_cache or default_feature_cache()
+    return teacher
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    teacher_arguments(ap)
     ap.add_argument("--blends", default="0,0.25,0.5,0.75,1")
     ap.add_argument(
         "--render-teacher",
@@ -83,9 +95,8 @@ def main() -> None:
             f"{args.render_teacher or args.teacher}: no viseme head (train it with --viseme-weight W)"
         )
     ds = Dataset(args.test)
-    cache = args.feature_cache or default_feature_cache()  # every blend reads the same features: encode once
-    for t in (base, source):
-        t.features.cache_dir = cache
+    for t in (base, source):  # every blend reads the same features
+        cache_features(t, args)
     utts = [u for u in ds if u.truth is not None]
     truths = [u.truth for u in utts]
     idx = [base.channel_names.index(c) for c in ds.channel_names]
@@ -108,7 +119,7 @@ def main() -> None:
             replace(base.config, render_blend=b), base.decoder, encoder_config=base.features.encoder_config,
             identity=base.identity, label_mean=base.label_mean, render_decoder=render,
         )  # fmt: skip
-        teacher.features.cache_dir = cache
+        cache_features(teacher, args)
         print(line(f"{b:g}", evaluate_teacher(teacher, args.test, by=("language",)), langs), flush=True)
     print(line("hard", hard_m, langs))
 
