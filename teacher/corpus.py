@@ -39,6 +39,7 @@ from teacher.fsutil import atomic_write_json, sha256_file
 from teacher.groundtruth import GroundTruthConfig, curves_from_phonemes
 from teacher.text import WORD_LOCALES, sentence
 from teacher.tts import LANGUAGES, RANDOM_VARIANTS, VARIANTS, synthesize
+from teacher.voices import PREFIX as RANDOM_VOICE_PREFIX
 
 SPLITS = ("labeled", "unlabeled", "test")
 SOURCE = "espeak-ng"
@@ -133,7 +134,11 @@ class CorpusConfig:
                 if lang not in LANGUAGES or lang not in WORD_LOCALES:
                     msg = f"CorpusConfig: split {name} language {lang!r} unsupported (known: {', '.join(LANGUAGES)})"
                     raise CorpusError(msg)
-            bad = [v for v in split.variants if v and (v not in VARIANTS or v in RANDOM_VARIANTS)]
+            bad = [
+                v
+                for v in split.variants
+                if v and (v not in VARIANTS or v in RANDOM_VARIANTS) and not v.startswith(RANDOM_VOICE_PREFIX)
+            ]
             if bad:
                 msg = f"CorpusConfig: split {name} has unknown or non-reproducible voice variants {bad}"
                 raise CorpusError(msg)

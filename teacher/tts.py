@@ -19,8 +19,10 @@ libc ``srand`` seeds, so they differ even across fresh processes; the corpus doe
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import soxr
@@ -99,11 +101,12 @@ class _Engine:
         except OSError as exc:
             msg = f"{espeakng_loader.get_library_path()}: cannot load espeak-ng ({exc})"
             raise TTSError(msg) from None
-        data = espeakng_loader.get_data_path().encode()
+        data_path = espeak_data_path()
+        data = str(data_path).encode()
         self.lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         rate = self.lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, data, INITIALIZE_PHONEME_EVENTS)
         if rate != ESPEAK_RATE:
-            msg = f"{espeakng_loader.get_data_path()}: espeak_Initialize returned {rate}, expected {ESPEAK_RATE} Hz"
+            msg = f"{data_path}: espeak_Initialize returned {rate}, expected {ESPEAK_RATE} Hz"
             raise TTSError(msg)
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self.lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
@@ -147,6 +150,24 @@ class _Engine:
 
 
 _ENGINE: _Engine | None = None
+
+
+ESPEAK_DATA_ENV = "FACEDISTILL_ESPEAK_DATA"
+
+
+def espeak_data_path() -> Path:
+    """The espeak-ng data folder: ``$FACEDISTILL_ESPEAK_DATA`` if set (e.g. an overlay with extra voice variants,
+    :func:`teacher.voices.write_overlay`), else the one bundled with ``espeakng_loader``."""
+    import espeakng_loader
+
+    override = os.environ.get(ESPEAK_DATA_ENV)
+    if override:
+        path = Path(override)
+        if not (path / "phontab").is_file():
+            msg = f"{path}: ${ESPEAK_DATA_ENV} is not an espeak-ng data folder (no phontab)"
+            raise TTSError(msg)
+        return path
+    return Path(espeakng_loader.get_data_path())
 
 
 def _engine() -> _Engine:
