@@ -75,6 +75,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "over three seeds, within noise)",
     )
     p.add_argument(
+        "--freq-masks",
+        type=int,
+        help="SpecAugment frequency masks per training chunk for log-mel students, each up to 8 adjacent mel "
+        "bands (0 = off; see README section 7 for the measured effect)",
+    )
+    p.add_argument(
         "--test", default=DEFAULT_TEST, help=f"test split for the card metrics (default {DEFAULT_TEST})"
     )
     p.add_argument("--no-test", action="store_true", help="skip the test-split evaluation")
@@ -142,6 +148,8 @@ def _distill_config(args: argparse.Namespace) -> DistillConfig:
         data["ema_decay"] = args.ema
     if args.freq_warp is not None:
         data["freq_warp"] = args.freq_warp
+    if args.freq_masks is not None:
+        data["freq_masks"] = args.freq_masks
     if args.mulaw:
         overrides = data.setdefault("overrides", {})
         for name in comma_list(args.mulaw):

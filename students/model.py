@@ -439,13 +439,20 @@ class LogMel(nn.Module):
     # training-time frequency warp factors, one per batch row (students.distill sets them around a forward pass
     # when DistillConfig.freq_warp > 0); None at inference and in every exported binary
     warp: torch.Tensor | None = None
+    # training-time SpecAugment frequency masks, [B, bands] bool (DistillConfig.freq_masks): masked bands read their
+    # mean over the chunk; None at inference and in every exported binary
+    band_mask: torch.Tensor | None = None
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         z = self.dft(audio.unsqueeze(1))
         power = z[:, : self.bins].square() + z[:, self.bins :].square()
         if self.warp is not None:
             power = warp_spectrum(power, self.warp)
-        return (torch.log(self.mel(power) + LOGMEL_FLOOR) - self.center) * LOGMEL_SCALE
+        out = (torch.log(self.mel(power) + LOGMEL_FLOOR) - self.center) * LOGMEL_SCALE
+        if self.band_mask is not None:
+            mask = self.band_mask.unsqueeze(-1)
+            out = torch.where(mask, out.mean(dim=-1, keepdim=True), out)
+        return out
 
 
 VTLP_CUTOFF = 0.6  # the warp's knee, as a fraction of Nyquist (Jaitly & Hinton 2013: 4 800 Hz of 8 000)

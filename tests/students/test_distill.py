@@ -18,6 +18,7 @@ from students.distill import (
     align_features,
     distill,
     resolve_device,
+    spec_band_mask,
     train_student,
 )
 from students.model import Student, load_student, preset
@@ -160,6 +161,70 @@ def test_frequency_warp_trains_logmel_students_only_and_leaves_no_warp_behind(sy
     assert wave["freq_warp"] == "not applied (waveform front end)"
     with pytest.raises(DistillError, match="freq_warp"):
         DistillConfig(freq_warp=0.5)
+
+
+def test_frequency_masks_train_logmel_students_only_and_leave_no_mask_behind(synthetic) -> None:
+    split = load_split(synthetic["pseudo"])
+    cfg = preset("tiny-mel", context_channels=(8, 8), head_bottleneck=8, head_hidden=(8,))
+    plain, _ = train_student(
+        cfg, split, settings=DistillConfig(**FAST, freq_masks=0), steps=6, progress=False
+    )
+    settings = DistillConfig(**{**FAST, "freq_masks": 2})
+    masked, summary = train_student(cfg, split, settings=settings, steps=6, progress=False)
+    assert summary["freq_masks"] == [2, 8] and masked.logmel.band_mask is None
+    diffs = [
+        (a - b).abs().max().item() for a, b in zip(plain.state_dict().values(), masked.state_dict().values())
+    ]
+    assert max(diffs) > 1e-5  # same batches, same init: only the masks differ
+    _, wave = train_student(preset("edge"), split, settings=settings, steps=2, progress=False)
+    assert wave["freq_masks"] == "not applied (waveform front end)"
+    with pytest.raises(DistillError, match="freq_masks"):
+        DistillConfig(freq_masks=-1)
+
+
+def test_spec_band_masks_are_runs_of_at_most_the_width():
+    mask = spec_band_mask(np.random.default_rng(0), 200, 64, 1, 8).numpy()
+    widths = mask.sum(axis=1)
+    assert widths.max() == 8 and widths.min() == 0
+    for row in mask[widths > 0]:  # one contiguous run per row
+        on = np.flatnonzero(row)
+        assert on[-1] - on[0] + 1 == len(on)
+    # a masked band reads its mean over the chunk, the others are untouched
+    student = Student(preset("tiny-mel"))
+    audio = torch.randn(2, 8000)
+    plain = student.logmel(audio)
+    student.logmel.band_mask = torch.from_numpy(mask[:2] | np.eye(64, dtype=bool)[[3, 40]])
+    out = student.logmel(audio)
+    student.logmel.band_mask = None
+    rows, bands = np.nonzero(mask[:2] | np.eye(64, dtype=bool)[[3, 40]])
+    for r, b in zip(rows, bands):
+        assert torch.allclose(out[r, b], plain[r, b].mean().expand_as(out[r, b]))
+    keep = ~(mask[:2] | np.eye(64, dtype=bool)[[3, 40]])
+    assert torch.equal(out[torch.from_numpy(keep)], plain[torch.from_numpy(keep)])
+
+
+def test_logmel_only_options_do_not_invalidate_waveform_students():
+    base = DistillConfig()
+    masked = DistillConfig(freq_masks=2, freq_warp=0.1)
+    assert masked.matches_preset("small", base.to_dict())
+    assert masked.matches_preset("edge", base.to_dict())
+    assert not masked.matches_preset("tiny-mel", base.to_dict())
+    assert base.matches_preset("tiny-mel", base.to_dict())
+
+
+def test_configs_saved_before_the_frequency_masks_read_as_trained_without_them():
+    assert DistillConfig().freq_masks == 2 and DistillConfig().version == 2
+    saved = {k: v for k, v in DistillConfig().to_dict().items() if k not in ("freq_masks", "freq_mask_bands")}
+    v1 = DistillConfig.from_dict({**saved, "version": 1})
+    assert v1.version == 2 and v1.freq_masks == 0  # a version-1 card trained without masks
+    assert DistillConfig.from_dict({**saved, "version": 1, "freq_masks": 3}).freq_masks == 3
+    assert DistillConfig.from_dict({"seed": 1}).freq_masks == 2  # a user's config file gets the default
+    assert not DistillConfig().matches_preset(
+        "tiny-mel", {**saved, "version": 1}
+    )  # so a v1 tiny-mel retrains
+    assert DistillConfig().matches_preset("small", {**saved, "version": 1})  # and a v1 small does not
+    with pytest.raises(DistillError, match="unsupported version"):
+        DistillConfig.from_dict({**saved, "version": 3})
 
 
 def test_labeled_loss_and_bad_configs(synthetic, tmp_path) -> None:
