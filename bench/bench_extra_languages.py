@@ -25,7 +25,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from teacher.corpus import CorpusConfig, build_corpus
+from teacher.corpus import CorpusConfig, SplitConfig, build_corpus
 
 
 def _run(*cmd: str) -> None:
@@ -42,6 +42,29 @@ def _distill(pseudo: Path, out: Path, args: argparse.Namespace, config: Path) ->
         "--labeled", str(args.workdir / "corpus" / "labeled"), "--test", str(args.workdir / "corpus" / "test"),
     )  # fmt: skip
     return json.loads((out / args.preset / "card.json").read_text())
+
+
+def label_extra_speech(out: Path, workdir: Path, unlabeled: SplitConfig, *, seed: int) -> tuple[dict, Path]:
+    """Synthesise the ``unlabeled`` split plan into OUT/corpus/unlabeled, label it with WORKDIR's teacher into
+    OUT/pseudo_extra and link both label sets under OUT/pool (one dataset folder for compress distill). Returns the
+    extra split's build summary and the pool folder. Each step resumes."""
+    base = CorpusConfig()
+    corpus = replace(
+        base,
+        seed=seed,
+        unlabeled=unlabeled,
+        labeled=replace(base.labeled, minutes=0.2),  # required by the builder; unused here
+        test=replace(base.test, minutes=0.2),  # required by the builder; unused here
+    )
+    summary = build_corpus(out / "corpus", config=corpus)
+    _run("compress", "label", str(out / "corpus" / "unlabeled"), "--teacher", str(workdir / "teacher"),
+         "--out", str(out / "pseudo_extra"))  # fmt: skip
+    pool = out / "pool"
+    pool.mkdir(exist_ok=True)
+    for name, target in (("base", workdir / "pseudo"), ("extra", out / "pseudo_extra")):
+        if not (pool / name).exists():
+            os.symlink(target.resolve(), pool / name)
+    return summary["splits"]["unlabeled"], pool
 
 
 def main() -> None:
@@ -67,26 +90,10 @@ def main() -> None:
     clash = set(languages) & set(base.test.languages)
     if clash:
         sys.exit(f"--languages: {sorted(clash)} are test-split languages; pick others")
-    corpus = replace(
-        base,
-        seed=args.seed,
-        unlabeled=replace(base.unlabeled, minutes=args.minutes, languages=languages),
-        labeled=replace(base.labeled, minutes=0.2),  # required by the builder; unused here
-        test=replace(base.test, minutes=0.2),  # required by the builder; unused here
-    )
-    summary = build_corpus(out / "corpus", config=corpus)
-    extra = summary["splits"]["unlabeled"]
+    unlabeled = replace(base.unlabeled, minutes=args.minutes, languages=languages)
+    extra, pool = label_extra_speech(out, args.workdir, unlabeled, seed=args.seed)
     print(f"# extra unlabeled speech: {extra['minutes']:.1f} min, {extra['utterances']} utterances, "
           f"{len(extra['voices'])} voices in {', '.join(extra['languages'])}")  # fmt: skip
-    _run("compress", "label", str(out / "corpus" / "unlabeled"), "--teacher", str(args.workdir / "teacher"),
-         "--out", str(out / "pseudo_extra"))  # fmt: skip
-
-    pool = out / "pool"
-    pool.mkdir(exist_ok=True)
-    for name, target in (("base", args.workdir / "pseudo"), ("extra", out / "pseudo_extra")):
-        link = pool / name
-        if not link.exists():
-            os.symlink(target.resolve(), link)
 
     small_card = json.loads((args.workdir / "students" / "small" / "card.json").read_text())
     config = dict(small_card["distill_config"])

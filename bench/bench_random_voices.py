@@ -27,21 +27,15 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from bench_extra_languages import _run, label_extra_speech  # the script beside this one
 
-from teacher.corpus import CorpusConfig, build_corpus
+from teacher.corpus import CorpusConfig
 from teacher.tts import ESPEAK_DATA_ENV
 from teacher.voices import write_overlay
-
-
-def _run(*cmd: str, env: dict | None = None) -> None:
-    print("+", " ".join(cmd), file=sys.stderr, flush=True)
-    subprocess.run(cmd, check=True, env=env)
 
 
 def _distill(pseudo: Path, out: Path, args: argparse.Namespace, config: Path) -> Path:
@@ -103,28 +97,12 @@ def main() -> None:
 
     overlay, names = write_overlay(out / "espeak-ng-data", seed=args.voice_seed, count=args.voices)
     os.environ[ESPEAK_DATA_ENV] = str(overlay.resolve())  # the corpus builder's workers inherit it
-    base = CorpusConfig()
-    corpus = replace(
-        base,
-        seed=args.seed,
-        unlabeled=replace(base.unlabeled, minutes=args.minutes, variants=tuple(names)),
-        labeled=replace(base.labeled, minutes=0.2),  # required by the builder; unused here
-        test=replace(base.test, minutes=0.2),  # required by the builder; unused here
-    )
-    summary = build_corpus(out / "corpus", config=corpus)
-    extra = summary["splits"]["unlabeled"]
+    unlabeled = replace(CorpusConfig().unlabeled, minutes=args.minutes, variants=tuple(names))
+    extra, pool = label_extra_speech(out, args.workdir, unlabeled, seed=args.seed)
     print(f"# extra unlabeled speech: {extra['minutes']:.1f} min, {extra['utterances']} utterances, "
           f"{len(extra['voices'])} voices ({args.voices} random variants) in {', '.join(extra['languages'])}")  # fmt: skip
-    _run("compress", "label", str(out / "corpus" / "unlabeled"), "--teacher", str(args.workdir / "teacher"),
-         "--out", str(out / "pseudo_extra"))  # fmt: skip
     _run("compress", "label", str(args.workdir / "corpus" / "test"), "--teacher", str(args.workdir / "teacher"),
          "--out", str(out / "test_labels"))  # fmt: skip
-
-    pool = out / "pool"
-    pool.mkdir(exist_ok=True)
-    for name, target in (("base", args.workdir / "pseudo"), ("extra", out / "pseudo_extra")):
-        if not (pool / name).exists():
-            os.symlink(target.resolve(), pool / name)
 
     card = json.loads((args.workdir / "students" / args.preset / "card.json").read_text())
     students: dict[str, Path] = {}

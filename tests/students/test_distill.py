@@ -146,40 +146,30 @@ def test_weight_average_is_the_saved_student(synthetic) -> None:
         DistillConfig(ema_decay=1.0)
 
 
-def test_frequency_warp_trains_logmel_students_only_and_leaves_no_warp_behind(synthetic) -> None:
+@pytest.mark.parametrize(
+    ("option", "value", "recorded", "bad"),
+    [("freq_warp", 0.1, 0.1, 0.5), ("freq_masks", 2, [2, 8], -1)],
+)
+def test_spectral_augmentation_trains_logmel_students_only_and_leaves_nothing_behind(
+    synthetic, option, value, recorded, bad
+) -> None:
     split = load_split(synthetic["pseudo"])
     cfg = preset("tiny-mel", context_channels=(8, 8), head_bottleneck=8, head_hidden=(8,))
-    plain, _ = train_student(cfg, split, settings=DistillConfig(**FAST), steps=6, progress=False)
-    settings = DistillConfig(**{**FAST, "freq_warp": 0.1})
-    warped, summary = train_student(cfg, split, settings=settings, steps=6, progress=False)
-    assert summary["freq_warp"] == 0.1 and warped.logmel.warp is None
+    off = {**FAST, "freq_warp": 0.0, "freq_masks": 0}
+    plain, _ = train_student(cfg, split, settings=DistillConfig(**off), steps=6, progress=False)
+    settings = DistillConfig(**{**off, option: value})
+    augmented, summary = train_student(cfg, split, settings=settings, steps=6, progress=False)
+    assert summary[option] == recorded
+    assert augmented.logmel.warp is None and augmented.logmel.band_mask is None
     diffs = [
-        (a - b).abs().max().item() for a, b in zip(plain.state_dict().values(), warped.state_dict().values())
+        (a - b).abs().max().item()
+        for a, b in zip(plain.state_dict().values(), augmented.state_dict().values())
     ]
-    assert max(diffs) > 1e-5  # same batches, same init: only the warp differs
+    assert max(diffs) > 1e-5  # same batches, same init: only the augmentation differs
     _, wave = train_student(preset("edge"), split, settings=settings, steps=2, progress=False)
-    assert wave["freq_warp"] == "not applied (waveform front end)"
-    with pytest.raises(DistillError, match="freq_warp"):
-        DistillConfig(freq_warp=0.5)
-
-
-def test_frequency_masks_train_logmel_students_only_and_leave_no_mask_behind(synthetic) -> None:
-    split = load_split(synthetic["pseudo"])
-    cfg = preset("tiny-mel", context_channels=(8, 8), head_bottleneck=8, head_hidden=(8,))
-    plain, _ = train_student(
-        cfg, split, settings=DistillConfig(**FAST, freq_masks=0), steps=6, progress=False
-    )
-    settings = DistillConfig(**{**FAST, "freq_masks": 2})
-    masked, summary = train_student(cfg, split, settings=settings, steps=6, progress=False)
-    assert summary["freq_masks"] == [2, 8] and masked.logmel.band_mask is None
-    diffs = [
-        (a - b).abs().max().item() for a, b in zip(plain.state_dict().values(), masked.state_dict().values())
-    ]
-    assert max(diffs) > 1e-5  # same batches, same init: only the masks differ
-    _, wave = train_student(preset("edge"), split, settings=settings, steps=2, progress=False)
-    assert wave["freq_masks"] == "not applied (waveform front end)"
-    with pytest.raises(DistillError, match="freq_masks"):
-        DistillConfig(freq_masks=-1)
+    assert wave[option] == "not applied (waveform front end)"
+    with pytest.raises(DistillError, match=option):
+        DistillConfig(**{option: bad})
 
 
 def test_spec_band_masks_are_runs_of_at_most_the_width():
