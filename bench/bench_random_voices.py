@@ -26,26 +26,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from bench_extra_languages import _run, label_extra_speech  # the script beside this one
+from bench_extra_languages import _distill, _run, label_extra_speech  # the script beside this one
 
 from teacher.corpus import CorpusConfig
 from teacher.tts import ESPEAK_DATA_ENV
 from teacher.voices import write_overlay
 
 
-def _distill(pseudo: Path, out: Path, args: argparse.Namespace, config: Path) -> Path:
-    small = out / "small"
-    if not (small / "student.pt").is_file():
-        shutil.copytree(args.workdir / "students" / "small", small, dirs_exist_ok=True)
-    _run(
-        "compress", "distill", "--pseudo", str(pseudo), "--out", str(out), "--config", str(config),
-        "--labeled", str(args.workdir / "corpus" / "labeled"), "--test", str(args.workdir / "corpus" / "test"),
-    )  # fmt: skip
+def _student(pseudo: Path, out: Path, args: argparse.Namespace, config: Path) -> Path:
+    _distill(
+        pseudo, out, args, config
+    )  # bench_extra_languages': copies WORKDIR's small, runs compress distill
     return out / args.preset / "student.pt"
 
 
@@ -111,10 +106,10 @@ def main() -> None:
         config["steps"] = {**config["steps"], args.preset: args.steps}
         config_path = out / f"distill_config_seed{seed}.json"
         config_path.write_text(json.dumps(config, indent=2))
-        students[f"base s{seed}"] = _distill(
+        students[f"base s{seed}"] = _student(
             args.workdir / "pseudo", out / f"students_base_s{seed}", args, config_path
         )
-        students[f"base+voices s{seed}"] = _distill(pool, out / f"students_pool_s{seed}", args, config_path)
+        students[f"base+voices s{seed}"] = _student(pool, out / f"students_pool_s{seed}", args, config_path)
     _by_voice(students, args)
 
 
