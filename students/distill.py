@@ -423,6 +423,30 @@ def _init_output_bias(student: Student, mean: np.ndarray) -> None:
         student.out.bias.copy_(torch.from_numpy(np.log(p / (1 - p))).float())
 
 
+# A cold student (random output init) whose head's ReLU units all stop firing is a mean predictor for good: no
+# gradient reaches a dead unit. When the head's first conv gets no gradient for this many steps in a row, training
+# restarts from step 0 with the output weights at zero (DistillConfig.zero_out_init), which keeps the units alive
+# (reports/bench/tiny_mel_specaugment.txt: tiny-mel at 32 ms of future audio, seed 0, died this way).
+DEAD_HEAD_STEPS = 50
+
+
+class _DeadHead(Exception):
+    def __init__(self, step: int):
+        super().__init__(step)
+        self.step = step
+
+
+def _restart_step(ckpt_path: Path | None) -> int | None:
+    """The step at which a dead head restarted the run that wrote ``ckpt_path``, or None."""
+    if ckpt_path is None or not ckpt_path.is_file():
+        return None
+    try:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception:  # train_student reports an unreadable checkpoint itself
+        return None
+    return state.get("dead_head_restart") if isinstance(state, dict) else None
+
+
 def train_student(
     config: StudentConfig,
     train: Split,
@@ -435,6 +459,48 @@ def train_student(
     augment: bool = False,
     progress: bool = True,
     device: str | torch.device = "cpu",
+) -> tuple[Student, dict[str, Any]]:
+    """Train one student for ``steps`` steps (see :func:`_train_student`). A cold student whose head dies (every
+    unit of its first head layer silent for ``DEAD_HEAD_STEPS`` steps: a mean predictor) is restarted from step 0
+    with zero output weights; its summary records ``dead_head_restart`` (the step), and so does its checkpoint, so a
+    resumed run continues the restarted one."""
+    args = dict(
+        settings=settings, steps=steps, teacher=teacher, labeled=labeled, checkpoint=checkpoint,
+        augment=augment, progress=progress, device=device,
+    )  # fmt: skip
+    ckpt_path = Path(checkpoint) if checkpoint is not None else None
+    restart = _restart_step(ckpt_path)
+    if restart is None:
+        try:
+            return _train_student(config, train, **args)
+        except _DeadHead as dead:
+            restart = dead.step
+            rank, world = _rank_world()
+            print(
+                f"distill {config.name}: every head unit stopped firing by step {restart} (a mean predictor); "
+                "restarting with zero output weights",
+                file=sys.stderr,
+            )
+            if ckpt_path is not None and rank == 0:
+                ckpt_path.unlink(missing_ok=True)
+            if world > 1:
+                dist.barrier()
+    return _train_student(config, train, **args, restart=restart)
+
+
+def _train_student(
+    config: StudentConfig,
+    train: Split,
+    *,
+    settings: DistillConfig,
+    steps: int,
+    teacher: Student | None = None,
+    labeled: Split | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    augment: bool = False,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+    restart: int | None = None,
 ) -> tuple[Student, dict[str, Any]]:
     """Train one student for ``steps`` steps on ``train`` targets (+ teacher features, + labeled ground truth).
 
@@ -453,10 +519,16 @@ def train_student(
     student = Student(config)
     _init_output_bias(student, train.target_mean())
     warm = student.warm_start_from(teacher) if teacher is not None and settings.warm_start else None
-    if settings.zero_out_init and warm is None:
+    zero_out = (settings.zero_out_init or restart is not None) and warm is None
+    if zero_out:
         with torch.no_grad():
             student.out.weight.zero_()
     trainee = _Trainee(student, teacher, settings.match if settings.feature_weight > 0 else ()).to(device)
+    # a head whose first layer gets no gradient for DEAD_HEAD_STEPS steps is dead (train_student restarts it); with
+    # a feature loss the encoder still learns and could wake a unit, so such runs are not watched
+    watch = len(student.head) and warm is None and not zero_out and not trainee.match
+    watch_head = student.head[0] if watch else None
+    silent_steps = 0
     if teacher is not None:
         teacher.to(device)
     models = [student] + ([teacher] if teacher is not None else [])
@@ -578,6 +650,11 @@ def train_student(
             last["labeled"] = gt_loss.item()
         optim.zero_grad(set_to_none=True)
         loss.backward()
+        if watch_head is not None:  # DDP has all-reduced the gradient: every rank takes the same decision
+            grad = watch_head.weight.grad
+            silent_steps = silent_steps + 1 if grad is None or not bool(grad.any()) else 0
+            if silent_steps >= DEAD_HEAD_STEPS:
+                raise _DeadHead(step + 1)
         if settings.grad_clip > 0:
             nn.utils.clip_grad_norm_(trainee.parameters(), settings.grad_clip)
         optim.step()
@@ -599,6 +676,8 @@ def train_student(
                 }
                 if ema is not None:
                     progress_state["ema"] = ema
+                if restart is not None:
+                    progress_state["dead_head_restart"] = restart
                 atomic_torch_save(ckpt_path, progress_state)
             if world > 1:
                 dist.barrier()
@@ -618,6 +697,8 @@ def train_student(
         "batch_size": settings.batch_size,
         "last_losses": last,
     }
+    if restart is not None:
+        summary["dead_head_restart"] = restart
     if settings.freq_warp > 0:
         summary["freq_warp"] = (
             settings.freq_warp if warp_bins is not None else "not applied (waveform front end)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from dataclasses import replace
@@ -282,6 +283,48 @@ def test_zero_out_init_starts_a_cold_student_at_the_target_mean_and_spares_a_war
         progress=False,
     )  # fmt: skip
     assert summary["warm_start"] == "exact" and torch.equal(warm.out.weight, teacher.out.weight)
+
+
+def test_a_dead_head_restarts_with_zero_output_weights_and_resumes_as_restarted(
+    synthetic, tmp_path, monkeypatch
+) -> None:
+    import students.distill as sd
+
+    split = load_split(synthetic["pseudo"])
+    cfg = preset("edge", head_hidden=(8,))
+    kills = []
+    original = sd._init_output_bias
+
+    def kill_first_head(student, mean):  # the first init's head never fires: a dead head from step 1
+        original(student, mean)
+        if not kills:
+            kills.append(1)
+            with torch.no_grad():
+                student.head[0].bias.fill_(-1e4)
+
+    monkeypatch.setattr(sd, "_init_output_bias", kill_first_head)
+    monkeypatch.setattr(sd, "DEAD_HEAD_STEPS", 3)
+    ckpt = tmp_path / "progress.pt"
+    saved = []
+    real_save = sd.atomic_torch_save
+    monkeypatch.setattr(
+        sd, "atomic_torch_save", lambda path, obj: (saved.append(copy.deepcopy(obj)), real_save(path, obj))
+    )
+    settings = DistillConfig(**{**FAST, "checkpoint_every": 4})
+    student, summary = train_student(cfg, split, settings=settings, steps=8, checkpoint=ckpt, progress=False)
+    assert summary["dead_head_restart"] == 3 and summary["steps_this_run"] == 8
+    assert student.head[0].bias.max() > -1e3  # the restart is a fresh init, with zero output weights
+    assert [s["step"] for s in saved] == [4, 8] and all(s["dead_head_restart"] == 3 for s in saved)
+    # killed after step 4 of the restarted run: the resume continues it (no new watch, no second restart)
+    real_save(ckpt, saved[0])
+    kills.clear()  # a fresh process would kill its first init again; the resume must not start from an init
+    resumed, summary2 = train_student(cfg, split, settings=settings, steps=8, checkpoint=ckpt, progress=False)
+    assert summary2["dead_head_restart"] == 3 and summary2["steps_this_run"] == 4
+    for a, b in zip(student.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    # a healthy cold student is not restarted
+    _, healthy = train_student(cfg, split, settings=settings, steps=8, progress=False)
+    assert "dead_head_restart" not in healthy
 
 
 def test_closure_weight_scales_the_closure_channel_error():
