@@ -237,9 +237,8 @@ class DistillConfig:
         if unknown:
             msg = f"distill config: unknown keys {unknown}"
             raise DistillError(msg)
-        if (
-            data.get("version") == 1
-        ):  # saved before freq_masks had a non-zero default: it trained without masks
+        if data.get("version") == 1:
+            # saved before freq_masks had a non-zero default, so it trained without masks
             data = {"freq_masks": 0, **data, "version": 2}
         return cls(**data)
 
