@@ -653,6 +653,7 @@ def _train_student(
             grad = watch_head.weight.grad
             silent_steps = silent_steps + 1 if grad is None or not bool(grad.any()) else 0
             if silent_steps >= DEAD_HEAD_STEPS:
+                bar.close()
                 raise _DeadHead(step + 1)
         if settings.grad_clip > 0:
             nn.utils.clip_grad_norm_(trainee.parameters(), settings.grad_clip)
