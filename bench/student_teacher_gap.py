@@ -7,7 +7,7 @@ For each student, all as MSE / the predict-the-mean MSE (labeled-split mean, as 
 
 * train fit: student vs the teacher's pseudo-labels on every ``--every``-th utterance of RUN/pseudo (the labels it
   was trained on), and the teacher's own error on them against the held-back ground truth;
-* test, per language and overall: student vs ground truth, teacher vs ground truth, their ratio, and student vs
+* test, per language (or ``--by`` voice / variant) and overall: student vs ground truth, teacher vs ground truth, their ratio, and student vs
   teacher.
 """
 
@@ -37,6 +37,12 @@ def main() -> None:
     ap.add_argument(
         "--every", type=int, default=8, help="train-fit subset: every Nth pseudo-labeled utterance"
     )
+    ap.add_argument(
+        "--by",
+        default="language",
+        help="test-split metadata key to break the test rows down by: language (default), voice, or variant "
+        "(the voice's espeak-ng variant, e.g. norbert, across languages)",
+    )
     ap.add_argument("students", nargs="+", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -51,7 +57,11 @@ def main() -> None:
     labels = np.concatenate(pseudo.targets)
     test = load_split(args.run / "corpus" / "test", field="truth")
     teacher_test = load_split(args.test_labels, field="labels").targets
-    langs = [str(u.meta.get("language")) for u in Dataset(args.run / "corpus" / "test")]
+    metas = [u.meta for u in Dataset(args.run / "corpus" / "test")]
+    if args.by == "variant":
+        langs = [str(m.get("voice")).split("+")[-1] for m in metas]
+    else:
+        langs = [str(m.get(args.by)) for m in metas]
     print(
         f"train-fit subset: {len(idx)} utterances; teacher vs held-back truth {ratio(labels, truth, truth):.3f}"
     )
@@ -67,7 +77,7 @@ def main() -> None:
             s = np.concatenate([preds[i] for i in keep])
             t = np.concatenate([teacher_test[i] for i in keep])
             st, tt = ratio(s, g, g), ratio(t, g, g)
-            print(f"  test {lang:<6} student {st:.3f}  teacher {tt:.3f}  x teacher {st / tt:.2f}  "
+            print(f"  test {lang:<8} student {st:.3f}  teacher {tt:.3f}  x teacher {st / tt:.2f}  "
                   f"student vs teacher {ratio(s, t, g):.3f}")  # fmt: skip
 
 
