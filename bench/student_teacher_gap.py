@@ -59,9 +59,9 @@ def main() -> None:
     teacher_test = load_split(args.test_labels, field="labels").targets
     metas = [u.meta for u in Dataset(args.run / "corpus" / "test")]
     if args.by == "variant":
-        langs = [str(m.get("voice")).split("+")[-1] for m in metas]
+        groups = [str(m.get("voice")).split("+")[-1] for m in metas]
     else:
-        langs = [str(m.get(args.by)) for m in metas]
+        groups = [str(m.get(args.by)) for m in metas]
     print(
         f"train-fit subset: {len(idx)} utterances; teacher vs held-back truth {ratio(labels, truth, truth):.3f}"
     )
@@ -71,13 +71,13 @@ def main() -> None:
         print(f"{path}\n  train fit: student vs teacher labels {ratio(fit, labels, truth):.3f}, "
               f"student vs truth {ratio(fit, truth, truth):.3f}")  # fmt: skip
         preds = predict_split(model, test)
-        for lang in [*sorted(set(langs)), "all"]:
-            keep = [i for i, x in enumerate(langs) if lang in ("all", x)]
+        for group in [*sorted(set(groups)), "all"]:
+            keep = [i for i, x in enumerate(groups) if group in ("all", x)]
             g = np.concatenate([test.targets[i] for i in keep])
             s = np.concatenate([preds[i] for i in keep])
             t = np.concatenate([teacher_test[i] for i in keep])
             st, tt = ratio(s, g, g), ratio(t, g, g)
-            print(f"  test {lang:<8} student {st:.3f}  teacher {tt:.3f}  x teacher {st / tt:.2f}  "
+            print(f"  test {group:<8} student {st:.3f}  teacher {tt:.3f}  x teacher {st / tt:.2f}  "
                   f"student vs teacher {ratio(s, t, g):.3f}")  # fmt: skip
 
 

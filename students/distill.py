@@ -435,56 +435,26 @@ class _DeadHead(Exception):
         self.step = step
 
 
-def _restart_step(ckpt_path: Path | None) -> int | None:
-    """The step at which a dead head restarted the run that wrote ``ckpt_path``, or None."""
-    if ckpt_path is None or not ckpt_path.is_file():
-        return None
+def train_student(config: StudentConfig, train: Split, **options: Any) -> tuple[Student, dict[str, Any]]:
+    """Train one student for ``steps`` steps; keyword ``options`` as :func:`_train_student` (settings, steps,
+    teacher, labeled, checkpoint, augment, progress, device). A cold student whose head dies (every unit of its
+    first head layer silent for ``DEAD_HEAD_STEPS`` steps: a mean predictor) is restarted from step 0 with zero
+    output weights; its summary records ``dead_head_restart`` (the step), and so does its checkpoint, so a resumed
+    run continues the restarted one."""
     try:
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception:  # train_student reports an unreadable checkpoint itself
-        return None
-    return state.get("dead_head_restart") if isinstance(state, dict) else None
-
-
-def train_student(
-    config: StudentConfig,
-    train: Split,
-    *,
-    settings: DistillConfig,
-    steps: int,
-    teacher: Student | None = None,
-    labeled: Split | None = None,
-    checkpoint: str | os.PathLike | None = None,
-    augment: bool = False,
-    progress: bool = True,
-    device: str | torch.device = "cpu",
-) -> tuple[Student, dict[str, Any]]:
-    """Train one student for ``steps`` steps (see :func:`_train_student`). A cold student whose head dies (every
-    unit of its first head layer silent for ``DEAD_HEAD_STEPS`` steps: a mean predictor) is restarted from step 0
-    with zero output weights; its summary records ``dead_head_restart`` (the step), and so does its checkpoint, so a
-    resumed run continues the restarted one."""
-    args = dict(
-        settings=settings, steps=steps, teacher=teacher, labeled=labeled, checkpoint=checkpoint,
-        augment=augment, progress=progress, device=device,
-    )  # fmt: skip
-    ckpt_path = Path(checkpoint) if checkpoint is not None else None
-    restart = _restart_step(ckpt_path)
-    if restart is None:
-        try:
-            return _train_student(config, train, **args)
-        except _DeadHead as dead:
-            restart = dead.step
-            rank, world = _rank_world()
-            print(
-                f"distill {config.name}: every head unit stopped firing by step {restart} (a mean predictor); "
-                "restarting with zero output weights",
-                file=sys.stderr,
-            )
-            if ckpt_path is not None and rank == 0:
-                ckpt_path.unlink(missing_ok=True)
-            if world > 1:
-                dist.barrier()
-    return _train_student(config, train, **args, restart=restart)
+        return _train_student(config, train, **options)
+    except _DeadHead as dead:
+        rank, world = _rank_world()
+        print(
+            f"distill {config.name}: every head unit stopped firing by step {dead.step} (a mean predictor); "
+            "restarting with zero output weights",
+            file=sys.stderr,
+        )
+        if options.get("checkpoint") is not None and rank == 0:
+            Path(options["checkpoint"]).unlink(missing_ok=True)
+        if world > 1:
+            dist.barrier()
+        return _train_student(config, train, **options, restart=dead.step)
 
 
 def _train_student(
@@ -502,6 +472,8 @@ def _train_student(
     restart: int | None = None,
 ) -> tuple[Student, dict[str, Any]]:
     """Train one student for ``steps`` steps on ``train`` targets (+ teacher features, + labeled ground truth).
+    ``restart``: the step at which a dead head restarted this run (train_student passes it; a checkpoint of such a
+    run carries it), so the output weights start at zero and the head is not watched.
 
     ``checkpoint`` (a path) makes the run resumable: it is rewritten every ``settings.checkpoint_every`` steps
     and a rerun continues from it (on any device: checkpoints are loaded to the CPU first). ``augment`` adds
@@ -582,6 +554,9 @@ def _train_student(
         start = int(state["step"])
         if ema is not None:
             ema = {k: v.to(device) for k, v in state["ema"].items()}
+        restart = state.get("dead_head_restart", restart)
+        if restart is not None:  # the weights of a run restarted after a dead head: nothing left to watch
+            watch_head = None
     model: nn.Module = trainee
     if world > 1:
         model = nn.parallel.DistributedDataParallel(

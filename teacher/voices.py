@@ -48,30 +48,31 @@ def variant_names(seed: int, count: int) -> list[str]:
     return [f"{PREFIX}{seed}_{i:03d}" for i in range(count)]
 
 
+def _link_entries(src: Path, dst: Path, *, but: str | None = None) -> None:
+    """Symlink every entry of ``src`` into ``dst`` (made if missing), except ``but`` and names ``dst`` has."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for entry in src.iterdir():
+        if entry.name != but and not (dst / entry.name).exists():
+            (dst / entry.name).symlink_to(entry.resolve())
+
+
 def write_overlay(out_dir: str | os.PathLike, *, seed: int, count: int) -> tuple[Path, list[str]]:
-    """An espeak-ng data folder at ``out_dir``: the bundled data (symlinked) plus ``count`` random variants drawn
-    from ``seed``. Returns the folder and the variant names. Rewriting with the same seed gives the same files."""
+    """An espeak-ng data folder at ``out_dir``: the data in use (symlinked; the bundled one unless
+    ``$FACEDISTILL_ESPEAK_DATA`` names another) plus ``count`` random variants drawn from ``seed``, as real files in
+    ``voices/!v``. Returns the folder and the variant names. Rewriting with the same seed gives the same files."""
+    import espeakng_loader
+
     from teacher.tts import espeak_data_path
 
     out = Path(out_dir)
-    bundled = espeak_data_path() if not (out / "phontab").exists() else None
-    if bundled is not None and bundled.resolve() == out.resolve():
-        msg = f"{out}: is the espeak-ng data folder in use; choose another folder for the overlay"
+    if out.resolve() == Path(espeakng_loader.get_data_path()).resolve():
+        msg = f"{out}: is espeak-ng's bundled data folder; choose another folder for the overlay"
         raise ValueError(msg)
-    out.mkdir(parents=True, exist_ok=True)
-    if bundled is not None:
-        for entry in bundled.iterdir():
-            if entry.name != "voices" and not (out / entry.name).exists():
-                (out / entry.name).symlink_to(entry.resolve())
-        for entry in (bundled / "voices").iterdir():
-            target = out / "voices" / entry.name
-            target.parent.mkdir(exist_ok=True)
-            if entry.name != "!v" and not target.exists():
-                target.symlink_to(entry.resolve())
-        (out / "voices" / "!v").mkdir(exist_ok=True)
-        for entry in (bundled / "voices" / "!v").iterdir():
-            if not (out / "voices" / "!v" / entry.name).exists():
-                (out / "voices" / "!v" / entry.name).symlink_to(entry.resolve())
+    source = espeak_data_path()
+    if source.resolve() != out.resolve():  # rewriting the overlay in use only rewrites its variants
+        _link_entries(source, out, but="voices")
+        _link_entries(source / "voices", out / "voices", but="!v")
+        _link_entries(source / "voices" / "!v", out / "voices" / "!v")
     rng = np.random.default_rng([seed, 0x766F6963])
     names = variant_names(seed, count)
     for name in names:

@@ -42,6 +42,13 @@ def test_overlay_speaks_with_the_new_voices_in_a_fresh_process(tmp_path):
     assert (overlay / "voices" / "!v" / "fdv1_000").read_text() == text
 
 
+def test_the_bundled_data_folder_is_never_written():
+    import espeakng_loader
+
+    with pytest.raises(ValueError, match="bundled data folder"):
+        write_overlay(espeakng_loader.get_data_path(), seed=0, count=1)
+
+
 def test_a_bad_data_folder_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv(ESPEAK_DATA_ENV, str(tmp_path))
     with pytest.raises(TTSError, match="not an espeak-ng data folder"):
