@@ -107,7 +107,7 @@ class DistillError(FacedistillError, ValueError):
 
 
 # DistillConfig fields that only change how a log-mel student trains (a waveform student ignores them)
-LOGMEL_ONLY = ("freq_warp", "freq_masks", "freq_mask_bands")
+LOGMEL_ONLY = ("freq_warp", "freq_masks", "freq_mask_bands", "freq_eq_db")
 
 
 @dataclass(frozen=True)
@@ -171,6 +171,12 @@ class DistillConfig:
     # Configs saved as version 1 (before this option) read as 0: they trained without masks.
     freq_masks: int = 2
     freq_mask_bands: int = 8
+    # Random equalizer for students with the log-mel front end: every training chunk's log-mel bands get a smooth
+    # random gain curve over frequency (three cosine components over the band axis, a tilt, a bow and a wave,
+    # each with an amplitude drawn uniformly from +-freq_eq_db / 3 dB, so no band moves more than freq_eq_db),
+    # as between voices whose formants differ in strength, or between microphones. 0 = off. Inference and every
+    # binary are unchanged.
+    freq_eq_db: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "presets", tuple(self.presets))
@@ -214,6 +220,9 @@ class DistillConfig:
             raise DistillError(msg)
         if self.freq_masks < 0 or self.freq_mask_bands < 1:
             msg = f"distill config: freq_masks must be >= 0 and freq_mask_bands >= 1, got {self.freq_masks}, {self.freq_mask_bands}"
+            raise DistillError(msg)
+        if not 0 <= self.freq_eq_db <= 40:
+            msg = f"distill config: freq_eq_db must be in [0, 40] dB, got {self.freq_eq_db}"
             raise DistillError(msg)
         if not 0 <= self.ema_decay < 1:
             msg = f"distill config: ema_decay must be in [0, 1), got {self.ema_decay}"
@@ -285,6 +294,18 @@ def spec_band_mask(rng: np.random.Generator, rows: int, bands: int, masks: int, 
             start = int(rng.integers(0, bands - w + 1))
             out[r, start : start + w] = True
     return torch.from_numpy(out)
+
+
+EQ_COMPONENTS = 3  # cosine components of DistillConfig.freq_eq_db's random gain curve
+
+
+def spec_band_eq(rng: np.random.Generator, rows: int, bands: int, db: float) -> torch.Tensor:
+    """[rows, bands] float32: one smooth random gain curve per row, in natural-log power units, bounded by
+    ``db`` decibels: ``sum_k a_k cos(pi k (m + 1/2) / bands)`` for k = 1..3, ``a_k`` uniform in ``+-db / 3``."""
+    k = np.arange(1, EQ_COMPONENTS + 1)
+    basis = np.cos(np.pi * np.outer(k, np.arange(bands) + 0.5) / bands)  # [K, bands]
+    amp = rng.uniform(-db / EQ_COMPONENTS, db / EQ_COMPONENTS, size=(rows, EQ_COMPONENTS))
+    return torch.from_numpy((amp @ basis) * (np.log(10.0) / 10.0)).float()
 
 
 # ---- losses -------------------------------------------------------------------------------------------------
@@ -526,6 +547,7 @@ def _train_student(
     ema = _ema_init(student) if settings.ema_decay > 0 else None
     warp_bins = student.logmel if settings.freq_warp > 0 else None
     mask_bins = student.logmel if settings.freq_masks > 0 else None
+    eq_bins = student.logmel if settings.freq_eq_db > 0 else None
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     if ckpt_path is not None and ckpt_path.is_file():
         try:
@@ -591,6 +613,11 @@ def _train_student(
             mask_bins.band_mask = spec_band_mask(
                 rng, rows, student.config.logmel_bands, settings.freq_masks, settings.freq_mask_bands
             ).to(device)
+        if eq_bins is not None:  # drawn last, so warp and masks are those of a run without it
+            rows = 2 * n if use_labeled else n
+            eq_bins.band_offset = spec_band_eq(
+                rng, rows, student.config.logmel_bands, settings.freq_eq_db
+            ).to(device)
         try:
             if gt is not None:  # one forward over pseudo-labeled + labeled chunks (same length): one DDP pass
                 pred, feats = model(
@@ -607,6 +634,8 @@ def _train_student(
                 warp_bins.warp = None
             if mask_bins is not None:
                 mask_bins.band_mask = None
+            if eq_bins is not None:
+                eq_bins.band_offset = None
         loss, last = curve_loss(pred, batch, settings.velocity_weight, weights)
         if hinge_channel is not None:
             h = hinge(pred, batch)
@@ -683,6 +712,10 @@ def _train_student(
             [settings.freq_masks, settings.freq_mask_bands]
             if mask_bins is not None
             else "not applied (waveform front end)"
+        )
+    if settings.freq_eq_db > 0:
+        summary["freq_eq_db"] = (
+            settings.freq_eq_db if eq_bins is not None else "not applied (waveform front end)"
         )
     if teacher is not None:
         teacher.cpu()

@@ -442,13 +442,19 @@ class LogMel(nn.Module):
     # training-time SpecAugment frequency masks, [B, bands] bool (DistillConfig.freq_masks): masked bands read their
     # mean over the chunk; None at inference and in every exported binary
     band_mask: torch.Tensor | None = None
+    # training-time random equalizer, [B, bands] natural-log power offsets (DistillConfig.freq_eq_db) added to
+    # every band's log power; None at inference and in every exported binary
+    band_offset: torch.Tensor | None = None
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         z = self.dft(audio.unsqueeze(1))
         power = z[:, : self.bins].square() + z[:, self.bins :].square()
         if self.warp is not None:
             power = warp_spectrum(power, self.warp)
-        out = (torch.log(self.mel(power) + LOGMEL_FLOOR) - self.center) * LOGMEL_SCALE
+        log_power = torch.log(self.mel(power) + LOGMEL_FLOOR)
+        if self.band_offset is not None:
+            log_power = log_power + self.band_offset.unsqueeze(-1)
+        out = (log_power - self.center) * LOGMEL_SCALE
         if self.band_mask is not None:
             mask = self.band_mask.unsqueeze(-1)
             out = torch.where(mask, out.mean(dim=-1, keepdim=True), out)

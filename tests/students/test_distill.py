@@ -19,10 +19,11 @@ from students.distill import (
     align_features,
     distill,
     resolve_device,
+    spec_band_eq,
     spec_band_mask,
     train_student,
 )
-from students.model import Student, load_student, preset
+from students.model import LOGMEL_SCALE, Student, load_student, preset
 from teacher.constants import ANCHOR_QUANTUM
 
 torch.set_num_threads(1)
@@ -149,7 +150,7 @@ def test_weight_average_is_the_saved_student(synthetic) -> None:
 
 @pytest.mark.parametrize(
     ("option", "value", "recorded", "bad"),
-    [("freq_warp", 0.1, 0.1, 0.5), ("freq_masks", 2, [2, 8], -1)],
+    [("freq_warp", 0.1, 0.1, 0.5), ("freq_masks", 2, [2, 8], -1), ("freq_eq_db", 6.0, 6.0, -1.0)],
 )
 def test_spectral_augmentation_trains_logmel_students_only_and_leaves_nothing_behind(
     synthetic, option, value, recorded, bad
@@ -162,6 +163,7 @@ def test_spectral_augmentation_trains_logmel_students_only_and_leaves_nothing_be
     augmented, summary = train_student(cfg, split, settings=settings, steps=6, progress=False)
     assert summary[option] == recorded
     assert augmented.logmel.warp is None and augmented.logmel.band_mask is None
+    assert augmented.logmel.band_offset is None
     diffs = [
         (a - b).abs().max().item()
         for a, b in zip(plain.state_dict().values(), augmented.state_dict().values())
@@ -192,6 +194,24 @@ def test_spec_band_masks_are_runs_of_at_most_the_width():
         assert torch.allclose(out[r, b], plain[r, b].mean().expand_as(out[r, b]))
     keep = ~(mask[:2] | np.eye(64, dtype=bool)[[3, 40]])
     assert torch.equal(out[torch.from_numpy(keep)], plain[torch.from_numpy(keep)])
+
+
+def test_random_equalizer_is_smooth_bounded_and_shifts_log_power_only():
+    offset = spec_band_eq(np.random.default_rng(0), 500, 64, 12.0).numpy()
+    db = offset * 10 / np.log(10.0)
+    assert offset.shape == (500, 64) and offset.dtype == np.float32
+    assert 8.0 < np.abs(db).max() <= 12.0 + 1e-4  # bounded by 12 dB, and nearly reached
+    assert np.abs(np.diff(db, axis=1)).max() < 12.0 * np.pi * 3 / 64  # smooth: slope of the highest component
+    assert np.abs(db.mean(axis=0)).max() < 1.5  # zero-mean over draws
+    # the front end adds it to every band's log power, frame by frame
+    student = Student(preset("tiny-mel"))
+    audio = torch.randn(2, 8000)
+    plain = student.logmel(audio)
+    student.logmel.band_offset = torch.from_numpy(offset[:2])
+    out = student.logmel(audio)
+    student.logmel.band_offset = None
+    shift = (out - plain) / LOGMEL_SCALE
+    assert torch.allclose(shift, torch.from_numpy(offset[:2]).unsqueeze(-1).expand_as(shift), atol=1e-4)
 
 
 def test_logmel_only_options_do_not_invalidate_waveform_students():
