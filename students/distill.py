@@ -124,6 +124,8 @@ class DistillConfig:
     chunk_frames: int = 30  # rig frames per chunk (1 s at 30 fps)
     lr: float = 2e-3  # Adam; 20 warm-up steps then cosine decay to 10 %
     grad_clip: float = 1.0
+    # decoupled weight decay (AdamW, Loshchilov & Hutter 2019) per step, scaled by the learning rate; 0 = plain Adam
+    weight_decay: float = 0.0
     seed: int = 0
     velocity_weight: float = 1.0
     # Extra reconstruction weight on the lip-closure channel (mouthClose), as in the teacher's loss: closures
@@ -210,6 +212,7 @@ class DistillConfig:
                 self.feature_weight,
                 self.labeled_weight,
                 self.lr,
+                self.weight_decay,
             )
             < 0
         ):
@@ -532,7 +535,10 @@ def _train_student(
         gt_sampler = ChunkSampler(
             labeled, frames=settings.chunk_frames, left=left, right=right, augment=settings.augment_labeled
         )
-    optim = torch.optim.Adam(trainee.parameters(), lr=settings.lr)
+    if settings.weight_decay > 0:
+        optim = torch.optim.AdamW(trainee.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    else:
+        optim = torch.optim.Adam(trainee.parameters(), lr=settings.lr)
     start = 0
     weights = None
     hinge_channel = closure_channel(train.channel_names, settings.closure_hinge_weight)

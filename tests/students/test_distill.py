@@ -148,6 +148,21 @@ def test_weight_average_is_the_saved_student(synthetic) -> None:
         DistillConfig(ema_decay=1.0)
 
 
+def test_weight_decay_shrinks_the_trained_weights(synthetic) -> None:
+    split = load_split(synthetic["pseudo"])
+    cfg = preset("edge")
+    plain, _ = train_student(cfg, split, settings=DistillConfig(**FAST), steps=25, progress=False)
+    settings = DistillConfig(**{**FAST, "weight_decay": 5.0})
+    decayed, _ = train_student(cfg, split, settings=settings, steps=25, progress=False)
+
+    def norm(m: torch.nn.Module) -> float:
+        return sum(p.square().sum().item() for p in m.parameters() if p.requires_grad)
+
+    assert norm(decayed) < 0.99 * norm(plain)  # same batches and init: only the decay differs
+    with pytest.raises(DistillError, match="weights and lr"):
+        DistillConfig(weight_decay=-0.1)
+
+
 @pytest.mark.parametrize(
     ("option", "value", "recorded", "bad"),
     [("freq_warp", 0.1, 0.1, 0.5), ("freq_masks", 2, [2, 8], -1), ("freq_eq_db", 6.0, 6.0, -1.0)],
