@@ -5,8 +5,9 @@ one line per variant (compress distill's own summary: params, lookahead, test MS
         control='{}' seed1='{"seed": 1}' ema='{"ema_decay": 0.999}' \\
         wide='{"overrides": {"tiny-mel": {"context_channels": [128, 128]}}}'
 
-Each variant starts from ``RUN/students/PRESET/card.json``'s ``distill_config`` with only PRESET trained, updated
-with the variant's JSON (any ``DistillConfig`` field), and trains in ``OUT/NAME`` on RUN's pseudo-labels and
+Each variant starts from ``RUN/students/PRESET/card.json``'s ``distill_config`` (or, when RUN's distillation has
+not reached PRESET yet, the distill config ``compress run`` builds from ``RUN/run_config.json``: only the
+stage-1 student has to be finished) with only PRESET trained, updated with the variant's JSON (any ``DistillConfig`` field), and trains in ``OUT/NAME`` on RUN's pseudo-labels and
 labeled split, evaluated on RUN's test split; RUN's stage-1 ``small`` is copied in (stage 2 warm-starts from it
 where shapes allow). A finished variant is skipped on a rerun (compress distill resumes). Set OMP_NUM_THREADS to
 pin the threads.
@@ -29,7 +30,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("variants", nargs="+", help="NAME=JSON of DistillConfig changes")
     args = ap.parse_args()
-    base = json.loads((args.run / "students" / args.preset / "card.json").read_text())["distill_config"]
+    base = _base_config(args.run, args.preset)
     stage1 = base["stage1"]
     for spec in args.variants:
         name, _, change = spec.partition("=")
@@ -55,6 +56,19 @@ def main() -> int:
         line = [ln for ln in done.stdout.splitlines() if ln.startswith(args.preset)]
         print(f"{name:<10} {change:<60} {line[-1] if line else done.stdout.strip()}", flush=True)
     return 0
+
+
+def _base_config(run: Path, preset: str) -> dict:
+    card = run / "students" / preset / "card.json"
+    if card.is_file():
+        return json.loads(card.read_text())["distill_config"]
+    from compress.pipeline import RunConfig
+    from students.distill import DistillConfig
+
+    config = RunConfig.from_dict(json.loads((run / "run_config.json").read_text()))
+    if config.quick:
+        sys.exit(f"{run}: a --quick run; pass a full one")
+    return DistillConfig(presets=config.presets, seed=config.seed).to_dict()  # as compress run builds it
 
 
 if __name__ == "__main__":
