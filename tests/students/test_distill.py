@@ -417,6 +417,10 @@ def test_cli_trains_a_preset_on_mulaw_input(synthetic, tmp_path) -> None:
             "--zero-out-init",
             "--ema",
             "0.9",
+            "--weight-decay",
+            "0.05",
+            "--freq-eq",
+            "6",
             "--no-test",
             "--out",
             str(tmp_path),
@@ -430,6 +434,7 @@ def test_cli_trains_a_preset_on_mulaw_input(synthetic, tmp_path) -> None:
     assert card["distill_config"]["closure_hinge_weight"] == 0.05
     assert card["distill_config"]["zero_out_init"] is True
     assert card["distill_config"]["ema_decay"] == 0.9
+    assert card["distill_config"]["weight_decay"] == 0.05 and card["distill_config"]["freq_eq_db"] == 6.0
     assert (
         main(["distill", "--pseudo", str(synthetic["pseudo"]), "--mulaw", "huge", "--out", str(tmp_path)])
         == 2
