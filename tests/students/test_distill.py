@@ -131,12 +131,17 @@ def test_interrupted_training_resumes_to_the_same_weights(
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=k)
 
 
-def test_weight_average_is_the_saved_student(synthetic) -> None:
+def _edge_with_and_without(synthetic, **option):
+    """``edge`` trained 25 steps with FAST settings, without and with ``option`` (same batches, same init)."""
     split = load_split(synthetic["pseudo"])
-    cfg = preset("edge")
-    plain, _ = train_student(cfg, split, settings=DistillConfig(**FAST), steps=25, progress=False)
-    settings = DistillConfig(**{**FAST, "ema_decay": 0.9})
-    averaged, summary = train_student(cfg, split, settings=settings, steps=25, progress=False)
+    plain, _ = train_student(preset("edge"), split, settings=DistillConfig(**FAST), steps=25, progress=False)
+    settings = DistillConfig(**{**FAST, **option})
+    changed, summary = train_student(preset("edge"), split, settings=settings, steps=25, progress=False)
+    return plain, changed, summary
+
+
+def test_weight_average_is_the_saved_student(synthetic) -> None:
+    plain, averaged, summary = _edge_with_and_without(synthetic, ema_decay=0.9)
     assert summary["ema_decay"] == 0.9
     # same batches and init: the saved weights are the average, not the last iterate
     diffs = [
@@ -149,11 +154,7 @@ def test_weight_average_is_the_saved_student(synthetic) -> None:
 
 
 def test_weight_decay_shrinks_the_trained_weights(synthetic) -> None:
-    split = load_split(synthetic["pseudo"])
-    cfg = preset("edge")
-    plain, _ = train_student(cfg, split, settings=DistillConfig(**FAST), steps=25, progress=False)
-    settings = DistillConfig(**{**FAST, "weight_decay": 5.0})
-    decayed, _ = train_student(cfg, split, settings=settings, steps=25, progress=False)
+    plain, decayed, _ = _edge_with_and_without(synthetic, weight_decay=5.0)
 
     def norm(m: torch.nn.Module) -> float:
         return sum(p.square().sum().item() for p in m.parameters() if p.requires_grad)
