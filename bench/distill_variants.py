@@ -7,8 +7,8 @@ one line per variant (compress distill's own summary: params, lookahead, test MS
 
 Each variant starts from ``RUN/students/PRESET/card.json``'s ``distill_config`` (or, when RUN's distillation has
 not reached PRESET yet, the distill config ``compress run`` builds from ``RUN/run_config.json``: only the
-stage-1 student has to be finished) with only PRESET trained, updated with the variant's JSON (any ``DistillConfig`` field), and trains in ``OUT/NAME`` on RUN's pseudo-labels and
-labeled split, evaluated on RUN's test split; RUN's stage-1 ``small`` is copied in (stage 2 warm-starts from it
+stage-1 student has to be finished) with only PRESET trained, updated with the variant's JSON (any
+``DistillConfig`` field), and trains in ``OUT/NAME`` on RUN's pseudo-labels and labeled split, evaluated on RUN's test split; RUN's stage-1 ``small`` is copied in (stage 2 warm-starts from it
 where shapes allow). A finished variant is skipped on a rerun (compress distill resumes). Set OMP_NUM_THREADS to
 pin the threads.
 """

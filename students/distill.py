@@ -610,17 +610,15 @@ def _train_student(
         batch = sampler.batch(settings.batch_size, rng).to(device)
         n = settings.batch_size
         gt = gt_sampler.batch(n, rng).to(device) if use_labeled else None
+        rows = 2 * n if use_labeled else n  # chunks in this forward pass
         if warp_bins is not None:  # drawn after the batches, so the chunks are those of an unwarped run
-            rows = 2 * n if use_labeled else n
             warp = rng.uniform(1 - settings.freq_warp, 1 + settings.freq_warp, size=rows)
             warp_bins.warp = torch.tensor(warp, dtype=torch.float32, device=device)
         if mask_bins is not None:  # drawn after the batches (and the warp), as the warp
-            rows = 2 * n if use_labeled else n
             mask_bins.band_mask = spec_band_mask(
                 rng, rows, student.config.logmel_bands, settings.freq_masks, settings.freq_mask_bands
             ).to(device)
         if eq_bins is not None:  # drawn last, so warp and masks are those of a run without it
-            rows = 2 * n if use_labeled else n
             eq_bins.band_offset = spec_band_eq(
                 rng, rows, student.config.logmel_bands, settings.freq_eq_db
             ).to(device)
